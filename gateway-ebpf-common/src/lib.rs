@@ -77,9 +77,110 @@ pub const EDGE_STATS_MAP: &str = "EDGE_STATS";
 /// Name of the `edge` XDP program in the object file.
 pub const EDGE_PROGRAM: &str = "edge";
 
+/// How many 64-bit words a [`GroupSet`] has; groups are numbered `0..MAX_GROUPS`.
+pub const GROUP_WORDS: usize = 4;
+/// Most groups that authorization rules can name (the control plane numbers them).
+pub const MAX_GROUPS: usize = GROUP_WORDS * 64;
+
+/// A set of group numbers as a bitmap: a session's groups, or the groups a rule allows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupSet {
+    pub words: [u64; GROUP_WORDS],
+}
+
+impl GroupSet {
+    /// Adds `group`; numbers at or above [`MAX_GROUPS`] are ignored (the control plane
+    /// refuses to number more groups than that).
+    pub fn insert(&mut self, group: u16) {
+        if let Some(w) = self.words.get_mut(usize::from(group) / 64) {
+            *w |= 1 << (group % 64);
+        }
+    }
+
+    pub fn contains(&self, group: u16) -> bool {
+        self.words
+            .get(usize::from(group) / 64)
+            .is_some_and(|w| w & (1 << (group % 64)) != 0)
+    }
+
+    /// Whether the two sets share a group.
+    #[inline(always)]
+    pub fn intersects(&self, other: &GroupSet) -> bool {
+        (self.words[0] & other.words[0])
+            | (self.words[1] & other.words[1])
+            | (self.words[2] & other.words[2])
+            | (self.words[3] & other.words[3])
+            != 0
+    }
+
+    pub fn union(&mut self, other: &GroupSet) {
+        for (a, b) in self.words.iter_mut().zip(other.words) {
+            *a |= b;
+        }
+    }
+}
+
+/// Value of the authorization LPM map: for the most specific rule prefix that contains
+/// a destination, who may reach it (AWS Client VPN semantics: no fallback to shorter
+/// prefixes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthzValue {
+    /// Groups that rules with exactly this prefix allow.
+    pub groups: GroupSet,
+    /// Non-zero when a rule with exactly this prefix allows all users.
+    pub all_users: u32,
+    pub _pad: u32,
+}
+
+impl AuthzValue {
+    /// Whether a session in `groups` may reach destinations this entry decides.
+    #[inline(always)]
+    pub fn allows(&self, groups: &GroupSet) -> bool {
+        self.all_users != 0 || self.groups.intersects(groups)
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)], only integer fields, no padding bytes left implicit.
+    unsafe impl aya::Pod for super::GroupSet {}
+    // SAFETY: #[repr(C)], only integer fields; the explicit `_pad` fills the tail.
+    unsafe impl aya::Pod for super::AuthzValue {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_sets() {
+        let mut a = GroupSet::default();
+        a.insert(0);
+        a.insert(255);
+        a.insert(256); // ignored: beyond MAX_GROUPS
+        assert!(a.contains(0) && a.contains(255) && !a.contains(1) && !a.contains(256));
+        let mut b = GroupSet::default();
+        b.insert(130);
+        assert!(!a.intersects(&b));
+        b.insert(255);
+        assert!(a.intersects(&b));
+        let v = AuthzValue {
+            groups: b,
+            all_users: 0,
+            _pad: 0,
+        };
+        assert!(v.allows(&a));
+        assert!(!v.allows(&GroupSet::default()));
+        assert!(
+            AuthzValue {
+                all_users: 1,
+                ..Default::default()
+            }
+            .allows(&GroupSet::default())
+        );
+    }
 
     #[test]
     fn counter_indexes_follow_all() {
