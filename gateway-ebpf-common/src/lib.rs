@@ -142,12 +142,93 @@ impl AuthzValue {
     }
 }
 
+/// What the `inner` program decided for a decrypted client packet; one per-CPU counter
+/// each (`INNER_STATS`). The order is the counter index.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InnerStat {
+    /// Source is a session's lease, a route and an authorization rule allow it.
+    Allowed = 0,
+    /// Packets dropped, for any of the reasons below.
+    Drop,
+    /// Source address is not a leased address of a live session.
+    Spoofed,
+    /// No route covers the destination.
+    NoRoute,
+    /// The most specific authorization rule for the destination does not admit the
+    /// session (or no rule covers it).
+    NotAuthorized,
+    /// Not IPv4.
+    NonIpv4,
+    /// IPv4 header truncated or inconsistent with the frame.
+    MalformedIpv4,
+}
+
+impl InnerStat {
+    pub const ALL: [InnerStat; 7] = [
+        InnerStat::Allowed,
+        InnerStat::Drop,
+        InnerStat::Spoofed,
+        InnerStat::NoRoute,
+        InnerStat::NotAuthorized,
+        InnerStat::NonIpv4,
+        InnerStat::MalformedIpv4,
+    ];
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            InnerStat::Allowed => "allowed",
+            InnerStat::Drop => "drop",
+            InnerStat::Spoofed => "spoofed",
+            InnerStat::NoRoute => "no_route",
+            InnerStat::NotAuthorized => "not_authorized",
+            InnerStat::NonIpv4 => "non_ipv4",
+            InnerStat::MalformedIpv4 => "malformed_ipv4",
+        }
+    }
+}
+
+/// Name of the `inner` XDP program and its maps.
+pub const INNER_PROGRAM: &str = "inner";
+pub const INNER_STATS_MAP: &str = "INNER_STATS";
+/// Hash map: leased client address (network byte order) → [`SessionInfo`].
+pub const SESSIONS_MAP: &str = "SESSIONS";
+/// LPM trie: destination network → [`RouteValue`].
+pub const ROUTES_MAP: &str = "ROUTES";
+/// LPM trie: destination network → [`AuthzValue`].
+pub const AUTHZ_MAP: &str = "AUTHZ";
+/// Capacities of the policy maps.
+pub const MAX_SESSIONS: u32 = 65_536;
+pub const MAX_ROUTES: u32 = 16_384;
+pub const MAX_AUTHZ_RULES: u32 = 16_384;
+
+/// A live session as the policy sees it, keyed by its leased address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub groups: GroupSet,
+    pub peer_id: u32,
+    pub _pad: u32,
+}
+
+/// Where a route sends matching traffic: the target ENI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteValue {
+    pub target_ifindex: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: #[repr(C)], only integer fields, no padding bytes left implicit.
     unsafe impl aya::Pod for super::GroupSet {}
     // SAFETY: #[repr(C)], only integer fields; the explicit `_pad` fills the tail.
     unsafe impl aya::Pod for super::AuthzValue {}
+    // SAFETY: #[repr(C)], only integer fields; the explicit `_pad` fills the tail.
+    unsafe impl aya::Pod for super::SessionInfo {}
+    // SAFETY: #[repr(C)], one u32.
+    unsafe impl aya::Pod for super::RouteValue {}
 }
 
 #[cfg(test)]
@@ -185,6 +266,9 @@ mod tests {
     #[test]
     fn counter_indexes_follow_all() {
         for (i, s) in EdgeStat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{} out of order", s.name());
+        }
+        for (i, s) in InnerStat::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i, "{} out of order", s.name());
         }
     }

@@ -11,7 +11,7 @@ use gateway_ebpf_common::EdgeStat;
 
 use crate::packet::{
     ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr, Ipv4Hdr,
-    TcpHdr, UdpHdr, fragment, frame_len, header_at,
+    TcpHdr, UdpHdr, fragment, header_at, ipv4_lengths,
 };
 
 #[map(name = "EDGE_STATS")]
@@ -49,15 +49,7 @@ fn try_edge(ctx: &XdpContext) -> Result<EdgeStat, EdgeStat> {
         return Ok(EdgeStat::NonIpv4);
     }
     let ip: &Ipv4Hdr = header_at(ctx, ETH_HDR_LEN).ok_or(EdgeStat::MalformedIpv4)?;
-    if ip.version_ihl >> 4 != 4 {
-        return Err(EdgeStat::MalformedIpv4);
-    }
-    let header_len = ((ip.version_ihl & 0x0f) as usize) * 4;
-    let total_len = u16::from_be_bytes(ip.total_len) as usize;
-    // Trailing bytes after `total_len` (Ethernet padding) are allowed; fewer are not.
-    if header_len < 20 || total_len < header_len || ETH_HDR_LEN + total_len > frame_len(ctx) {
-        return Err(EdgeStat::MalformedIpv4);
-    }
+    let (header_len, total_len) = ipv4_lengths(ctx, ip).ok_or(EdgeStat::MalformedIpv4)?;
     if header_len > 20 {
         count(EdgeStat::Ipv4Options);
     }

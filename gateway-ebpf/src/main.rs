@@ -4,6 +4,7 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod edge;
+mod inner;
 mod packet;
 
 #[cfg(target_arch = "bpf")]

@@ -87,3 +87,19 @@ pub fn fragment(ip: &Ipv4Hdr) -> (u16, bool) {
     let v = u16::from_be_bytes(ip.flags_frag);
     (v & 0x1fff, v & 0x2000 != 0)
 }
+
+/// Header length and total length of the IPv4 header at `ip`, if they are consistent
+/// with each other and with the frame: version 4, IHL ≥ 5, header ≤ total length ≤
+/// the bytes after the Ethernet header (trailing Ethernet padding is allowed).
+#[inline(always)]
+pub fn ipv4_lengths(ctx: &XdpContext, ip: &Ipv4Hdr) -> Option<(usize, usize)> {
+    if ip.version_ihl >> 4 != 4 {
+        return None;
+    }
+    let header_len = ((ip.version_ihl & 0x0f) as usize) * 4;
+    let total_len = u16::from_be_bytes(ip.total_len) as usize;
+    if header_len < 20 || total_len < header_len || ETH_HDR_LEN + total_len > frame_len(ctx) {
+        return None;
+    }
+    Some((header_len, total_len))
+}
