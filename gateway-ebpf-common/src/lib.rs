@@ -162,10 +162,27 @@ pub enum InnerStat {
     NonIpv4,
     /// IPv4 header truncated or inconsistent with the frame.
     MalformedIpv4,
+    /// TCP/UDP/ICMP header truncated.
+    MalformedL4,
+    /// A non-first fragment: it carries no ports, so it cannot be translated.
+    Fragment,
+    /// Not TCP, UDP or ICMP echo request: nothing to translate it with.
+    Untranslatable,
+    /// No free NAT port for this remote endpoint, or the NAT table is full.
+    NatExhausted,
+    /// Allowed and translated, then redirected to the target ENI.
+    Redirected,
+    /// Allowed and translated, then passed to the kernel (no neighbour entry yet, TTL
+    /// expiring, or the next hop is not a target ENI).
+    PassedToKernel,
+    /// A new NAT mapping was created (the others reused one).
+    NatCreated,
+    /// The client's source port was taken for this remote endpoint: another was chosen.
+    NatPortChanged,
 }
 
 impl InnerStat {
-    pub const ALL: [InnerStat; 7] = [
+    pub const ALL: [InnerStat; 15] = [
         InnerStat::Allowed,
         InnerStat::Drop,
         InnerStat::Spoofed,
@@ -173,6 +190,14 @@ impl InnerStat {
         InnerStat::NotAuthorized,
         InnerStat::NonIpv4,
         InnerStat::MalformedIpv4,
+        InnerStat::MalformedL4,
+        InnerStat::Fragment,
+        InnerStat::Untranslatable,
+        InnerStat::NatExhausted,
+        InnerStat::Redirected,
+        InnerStat::PassedToKernel,
+        InnerStat::NatCreated,
+        InnerStat::NatPortChanged,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -185,6 +210,14 @@ impl InnerStat {
             InnerStat::NotAuthorized => "not_authorized",
             InnerStat::NonIpv4 => "non_ipv4",
             InnerStat::MalformedIpv4 => "malformed_ipv4",
+            InnerStat::MalformedL4 => "malformed_l4",
+            InnerStat::Fragment => "fragment",
+            InnerStat::Untranslatable => "untranslatable",
+            InnerStat::NatExhausted => "nat_exhausted",
+            InnerStat::Redirected => "redirected",
+            InnerStat::PassedToKernel => "passed_to_kernel",
+            InnerStat::NatCreated => "nat_created",
+            InnerStat::NatPortChanged => "nat_port_changed",
         }
     }
 }
@@ -212,11 +245,106 @@ pub struct SessionInfo {
     pub _pad: u32,
 }
 
-/// Where a route sends matching traffic: the target ENI.
+/// Where a route sends matching traffic: the target ENI, and the address client
+/// sources are translated to there (the ENI's primary address).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteValue {
     pub target_ifindex: u32,
+    pub snat_addr: [u8; 4],
+}
+
+/// What the `target` program did with a packet arriving on a target ENI; one per-CPU
+/// counter each (`TARGET_STATS`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetStat {
+    /// A reply to a translated flow: rewritten back to the client's lease.
+    Translated = 0,
+    /// Translated and redirected towards the data plane.
+    Redirected,
+    /// Translated and passed to the kernel (no neighbour entry yet, or TTL expiring).
+    PassedToKernel,
+    /// Not a reply to any translated flow: passed to the host untouched.
+    Miss,
+    /// Frames dropped (malformed IPv4 or L4 headers).
+    Drop,
+}
+
+impl TargetStat {
+    pub const ALL: [TargetStat; 5] = [
+        TargetStat::Translated,
+        TargetStat::Redirected,
+        TargetStat::PassedToKernel,
+        TargetStat::Miss,
+        TargetStat::Drop,
+    ];
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            TargetStat::Translated => "translated",
+            TargetStat::Redirected => "redirected",
+            TargetStat::PassedToKernel => "passed_to_kernel",
+            TargetStat::Miss => "miss",
+            TargetStat::Drop => "drop",
+        }
+    }
+}
+
+/// Name of the `target` XDP program and its counters.
+pub const TARGET_PROGRAM: &str = "target";
+pub const TARGET_STATS_MAP: &str = "TARGET_STATS";
+/// Hash map: client-side flow → [`NatOut`].
+pub const NAT_OUT_MAP: &str = "NAT_OUT";
+/// Hash map: reply flow as it arrives on the target ENI → [`NatIn`].
+pub const NAT_IN_MAP: &str = "NAT_IN";
+/// Devmap of the target ENIs `inner` may redirect to (key and value: ifindex).
+pub const TARGET_DEVS_MAP: &str = "TARGET_DEVS";
+/// Devmap of the devices towards the data plane `target` may redirect to (the TAP in
+/// socket mode; key and value: ifindex).
+pub const DATAPLANE_DEVS_MAP: &str = "DATAPLANE_DEVS";
+/// Capacity of each NAT map.
+pub const MAX_NAT_FLOWS: u32 = 131_072;
+/// How many ports `inner` tries for a new flow after the client's own port is taken.
+pub const NAT_PORT_PROBES: u32 = 8;
+
+/// A flow as addresses, ports and protocol, all in network byte order. For ICMP echo
+/// the identifier is the source port of a request and the destination port of a reply.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// The translation of a client flow: its source becomes `nat_addr:nat_port`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatOut {
+    pub nat_addr: [u8; 4],
+    pub nat_port: [u8; 2],
+    pub _pad: [u8; 2],
+    /// `bpf_ktime_get_ns` of the last packet out, for the userspace sweeper.
+    pub last_seen_ns: u64,
+}
+
+/// The reverse of a translation: replies go back to `client_addr:client_port`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatIn {
+    pub client_addr: [u8; 4],
+    pub client_port: [u8; 2],
+    pub _pad: [u8; 2],
+    /// Session of the client, for steering to the data plane.
+    pub peer_id: u32,
+    pub _pad2: u32,
+    /// `bpf_ktime_get_ns` of the last reply, for the userspace sweeper.
+    pub last_seen_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -227,8 +355,14 @@ mod pod {
     unsafe impl aya::Pod for super::AuthzValue {}
     // SAFETY: #[repr(C)], only integer fields; the explicit `_pad` fills the tail.
     unsafe impl aya::Pod for super::SessionInfo {}
-    // SAFETY: #[repr(C)], one u32.
+    // SAFETY: #[repr(C)], a u32 and a byte array, no padding.
     unsafe impl aya::Pod for super::RouteValue {}
+    // SAFETY: #[repr(C)], byte arrays and explicit padding only (16 bytes).
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: #[repr(C)], explicit padding before the u64 (16 bytes).
+    unsafe impl aya::Pod for super::NatOut {}
+    // SAFETY: #[repr(C)], explicit padding before the u64 (24 bytes).
+    unsafe impl aya::Pod for super::NatIn {}
 }
 
 #[cfg(test)]
@@ -271,5 +405,19 @@ mod tests {
         for (i, s) in InnerStat::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i, "{} out of order", s.name());
         }
+        for (i, s) in TargetStat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{} out of order", s.name());
+        }
+    }
+
+    #[test]
+    fn map_types_have_no_implicit_padding() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<NatOut>(), 16);
+        assert_eq!(size_of::<NatIn>(), 24);
+        assert_eq!(size_of::<RouteValue>(), 8);
+        assert_eq!(size_of::<SessionInfo>(), 40);
+        assert_eq!(size_of::<AuthzValue>(), 40);
     }
 }

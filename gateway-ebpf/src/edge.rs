@@ -10,8 +10,8 @@ use aya_ebpf::{
 use gateway_ebpf_common::EdgeStat;
 
 use crate::packet::{
-    ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr, Ipv4Hdr,
-    TcpHdr, UdpHdr, fragment, header_at, ipv4_lengths,
+    ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, Ipv4Hdr, Transport, fragment, header_at, ipv4_lengths,
+    transport,
 };
 
 #[map(name = "EDGE_STATS")]
@@ -58,32 +58,11 @@ fn try_edge(ctx: &XdpContext) -> Result<EdgeStat, EdgeStat> {
         return Ok(EdgeStat::Fragment);
     }
     let l4 = ETH_HDR_LEN + header_len;
-    let l4_len = total_len - header_len;
-    match ip.protocol {
-        IPPROTO_TCP => {
-            let tcp: &TcpHdr = header_at(ctx, l4).ok_or(EdgeStat::MalformedL4)?;
-            let data_offset = ((tcp.offset_flags[0] >> 4) as usize) * 4;
-            if data_offset < 20 || data_offset > l4_len {
-                return Err(EdgeStat::MalformedL4);
-            }
-            Ok(EdgeStat::Tcp)
-        }
-        IPPROTO_UDP => {
-            let udp: &UdpHdr = header_at(ctx, l4).ok_or(EdgeStat::MalformedL4)?;
-            let udp_len = u16::from_be_bytes(udp.len) as usize;
-            // A first fragment carries only part of the datagram the UDP length covers.
-            if l4_len < 8 || udp_len < 8 || (!more_fragments && udp_len > l4_len) {
-                return Err(EdgeStat::MalformedL4);
-            }
-            Ok(EdgeStat::Udp)
-        }
-        IPPROTO_ICMP => {
-            header_at::<IcmpHdr>(ctx, l4).ok_or(EdgeStat::MalformedL4)?;
-            if l4_len < 8 {
-                return Err(EdgeStat::MalformedL4);
-            }
-            Ok(EdgeStat::Icmp)
-        }
-        _ => Ok(EdgeStat::OtherProtocol),
+    match transport(ctx, ip.protocol, l4, total_len - header_len, more_fragments) {
+        Ok(Transport::Tcp { .. }) => Ok(EdgeStat::Tcp),
+        Ok(Transport::Udp { .. }) => Ok(EdgeStat::Udp),
+        Ok(Transport::Icmp { .. }) => Ok(EdgeStat::Icmp),
+        Ok(Transport::Other) => Ok(EdgeStat::OtherProtocol),
+        Err(()) => Err(EdgeStat::MalformedL4),
     }
 }

@@ -1,19 +1,27 @@
 //! `inner`: where decrypted client packets enter. Checks that the source is a live
-//! session's lease (anti-spoof), that a route covers the destination, and that the most
-//! specific authorization rule admits the session; everything else is dropped and
-//! counted by reason. Allowed packets pass on (SNAT and redirect come next).
+//! session's lease (anti-spoof), that a route covers the destination and that the most
+//! specific authorization rule admits the session; then translates the source to the
+//! target ENI's address and forwards. Everything else is dropped and counted by reason.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     macros::{map, xdp},
-    maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use gateway_ebpf_common::{
-    AuthzValue, InnerStat, MAX_AUTHZ_RULES, MAX_ROUTES, MAX_SESSIONS, RouteValue, SessionInfo,
+    AuthzValue, FlowKey, InnerStat, MAX_AUTHZ_RULES, MAX_ROUTES, MAX_SESSIONS, RouteValue,
+    SessionInfo,
 };
 
-use crate::packet::{ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, Ipv4Hdr, header_at, ipv4_lengths};
+use crate::{
+    forward::{Forwarded, forward},
+    nat::{End, NatError, mapping, rewrite},
+    packet::{
+        ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REQUEST, Ipv4Hdr, Transport, fragment,
+        header_at, ipv4_lengths, transport,
+    },
+};
 
 #[map(name = "INNER_STATS")]
 static INNER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(InnerStat::COUNT, 0);
@@ -27,13 +35,13 @@ static ROUTES: LpmTrie<[u8; 4], RouteValue> = LpmTrie::with_max_entries(MAX_ROUT
 #[map(name = "AUTHZ")]
 static AUTHZ: LpmTrie<[u8; 4], AuthzValue> = LpmTrie::with_max_entries(MAX_AUTHZ_RULES, 0);
 
+#[map(name = "TARGET_DEVS")]
+static TARGET_DEVS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
 #[xdp]
 pub fn inner(ctx: XdpContext) -> u32 {
     match try_inner(&ctx) {
-        Ok(()) => {
-            count(InnerStat::Allowed);
-            XDP_PASS
-        }
+        Ok(action) => action,
         Err(reason) => {
             count(reason);
             count(InnerStat::Drop);
@@ -51,20 +59,63 @@ fn count(stat: InnerStat) {
 }
 
 #[inline(always)]
-fn try_inner(ctx: &XdpContext) -> Result<(), InnerStat> {
+fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     let eth: &EthHdr = header_at(ctx, 0).ok_or(InnerStat::MalformedIpv4)?;
     if u16::from_be_bytes(eth.ether_type) != ETHERTYPE_IPV4 {
         return Err(InnerStat::NonIpv4);
     }
     let ip: &Ipv4Hdr = header_at(ctx, ETH_HDR_LEN).ok_or(InnerStat::MalformedIpv4)?;
-    ipv4_lengths(ctx, ip).ok_or(InnerStat::MalformedIpv4)?;
+    let (header_len, total_len) = ipv4_lengths(ctx, ip).ok_or(InnerStat::MalformedIpv4)?;
     // SAFETY: the value is only read, within this program run.
     let session = unsafe { SESSIONS.get(ip.src) }.ok_or(InnerStat::Spoofed)?;
     let destination = Key::new(32, ip.dst);
-    ROUTES.get(&destination).ok_or(InnerStat::NoRoute)?;
+    let route = ROUTES.get(&destination).ok_or(InnerStat::NoRoute)?;
     let rule = AUTHZ.get(&destination).ok_or(InnerStat::NotAuthorized)?;
     if !rule.allows(&session.groups) {
         return Err(InnerStat::NotAuthorized);
     }
-    Ok(())
+    count(InnerStat::Allowed);
+
+    let (frag_offset, more_fragments) = fragment(ip);
+    if frag_offset != 0 {
+        return Err(InnerStat::Fragment);
+    }
+    let l4 = ETH_HDR_LEN + header_len;
+    let (src_port, dst_port) =
+        match transport(ctx, ip.protocol, l4, total_len - header_len, more_fragments) {
+            Ok(Transport::Tcp { src_port, dst_port } | Transport::Udp { src_port, dst_port }) => {
+                (src_port, dst_port)
+            }
+            Ok(Transport::Icmp { kind, id }) if kind == ICMP_ECHO_REQUEST => (id, [0, 0]),
+            Ok(_) => return Err(InnerStat::Untranslatable),
+            Err(()) => return Err(InnerStat::MalformedL4),
+        };
+    let flow = FlowKey {
+        src_addr: ip.src,
+        dst_addr: ip.dst,
+        src_port,
+        dst_port,
+        protocol: ip.protocol,
+        _pad: [0; 3],
+    };
+    let (nat, created, port_changed) = mapping(&flow, route.snat_addr, session.peer_id)
+        .map_err(|NatError::Exhausted| InnerStat::NatExhausted)?;
+    if created {
+        count(InnerStat::NatCreated);
+    }
+    if port_changed {
+        count(InnerStat::NatPortChanged);
+    }
+    rewrite(ctx, l4, End::Source, nat.nat_addr, nat.nat_port)
+        .map_err(|()| InnerStat::MalformedL4)?;
+    Ok(match forward(ctx, &TARGET_DEVS) {
+        Forwarded::Redirected(action) => {
+            count(InnerStat::Redirected);
+            action
+        }
+        Forwarded::Kernel => {
+            count(InnerStat::PassedToKernel);
+            XDP_PASS
+        }
+    })
 }

@@ -3,9 +3,13 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod checksum;
 mod edge;
+mod forward;
 mod inner;
+mod nat;
 mod packet;
+mod target;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -75,6 +75,20 @@ pub fn header_at<T>(ctx: &XdpContext, offset: usize) -> Option<&T> {
     Some(unsafe { &*((start + offset) as *const T) })
 }
 
+/// A mutable `T` at `offset` bytes into the frame, if the whole `T` lies inside it.
+#[inline(always)]
+#[allow(clippy::mut_from_ref)]
+pub fn header_at_mut<T>(ctx: &XdpContext, offset: usize) -> Option<&mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: in bounds as checked above, T has alignment 1, and the frame belongs to
+    // this program run; callers hold at most one reference per header at a time.
+    Some(unsafe { &mut *((start + offset) as *mut T) })
+}
+
 /// Frame length in bytes.
 #[inline(always)]
 pub fn frame_len(ctx: &XdpContext) -> usize {
@@ -102,4 +116,74 @@ pub fn ipv4_lengths(ctx: &XdpContext, ip: &Ipv4Hdr) -> Option<(usize, usize)> {
         return None;
     }
     Some((header_len, total_len))
+}
+
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+
+/// The transport header of an IPv4 packet, checked against the packet's lengths.
+#[derive(Clone, Copy)]
+pub enum Transport {
+    Tcp {
+        src_port: [u8; 2],
+        dst_port: [u8; 2],
+    },
+    Udp {
+        src_port: [u8; 2],
+        dst_port: [u8; 2],
+    },
+    Icmp {
+        kind: u8,
+        id: [u8; 2],
+    },
+    /// Another IP protocol: nothing was read after the IP header.
+    Other,
+}
+
+/// Parses the TCP/UDP/ICMP header at `l4` of an IPv4 packet whose payload is `l4_len`
+/// bytes. `Err` when the header is truncated or its length fields are impossible. In a
+/// first fragment (`more_fragments`) the UDP length may exceed the fragment.
+#[inline(always)]
+pub fn transport(
+    ctx: &XdpContext,
+    protocol: u8,
+    l4: usize,
+    l4_len: usize,
+    more_fragments: bool,
+) -> Result<Transport, ()> {
+    match protocol {
+        IPPROTO_TCP => {
+            let tcp: &TcpHdr = header_at(ctx, l4).ok_or(())?;
+            let data_offset = ((tcp.offset_flags[0] >> 4) as usize) * 4;
+            if data_offset < 20 || data_offset > l4_len {
+                return Err(());
+            }
+            Ok(Transport::Tcp {
+                src_port: tcp.src_port,
+                dst_port: tcp.dst_port,
+            })
+        }
+        IPPROTO_UDP => {
+            let udp: &UdpHdr = header_at(ctx, l4).ok_or(())?;
+            let udp_len = u16::from_be_bytes(udp.len) as usize;
+            if l4_len < 8 || udp_len < 8 || (!more_fragments && udp_len > l4_len) {
+                return Err(());
+            }
+            Ok(Transport::Udp {
+                src_port: udp.src_port,
+                dst_port: udp.dst_port,
+            })
+        }
+        IPPROTO_ICMP => {
+            let icmp: &IcmpHdr = header_at(ctx, l4).ok_or(())?;
+            if l4_len < 8 {
+                return Err(());
+            }
+            Ok(Transport::Icmp {
+                kind: icmp.kind,
+                id: [icmp.rest[0], icmp.rest[1]],
+            })
+        }
+        _ => Ok(Transport::Other),
+    }
 }

@@ -9,8 +9,10 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_ebpf_common::{
-    AUTHZ_MAP, AuthzValue, EDGE_PROGRAM, EDGE_STATS_MAP, EdgeStat, INNER_PROGRAM, INNER_STATS_MAP,
-    InnerStat, ROUTES_MAP, RouteValue, SESSIONS_MAP, SessionInfo,
+    AUTHZ_MAP, AuthzValue, DATAPLANE_DEVS_MAP, EDGE_PROGRAM, EDGE_STATS_MAP, EdgeStat, FlowKey,
+    INNER_PROGRAM, INNER_STATS_MAP, InnerStat, NAT_IN_MAP, NAT_OUT_MAP, NatIn, NatOut, ROUTES_MAP,
+    RouteValue, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM, TARGET_STATS_MAP,
+    TargetStat,
 };
 use ipnet::Ipv4Net;
 
@@ -37,6 +39,12 @@ pub enum XdpError {
         mode: XdpMode,
         #[source]
         source: Box<ProgramError>,
+    },
+    #[error("adding device {ifindex} to {name}: {reason}")]
+    Device {
+        name: &'static str,
+        ifindex: u32,
+        reason: String,
     },
     #[error("map {name}: {source}")]
     Map {
@@ -65,35 +73,46 @@ impl From<AttachMode> for XdpMode {
     }
 }
 
-/// One XDP program of the object, loaded into the kernel with its maps.
+/// XDP programs of the object loaded into the kernel together, sharing its maps.
 ///
-/// Dropping it detaches the program from every interface it was attached to.
+/// Dropping it detaches the programs from every interface they were attached to.
 struct Loaded {
     ebpf: Ebpf,
-    name: &'static str,
 }
 
 impl Loaded {
-    fn load(name: &'static str) -> Result<Self, XdpError> {
-        let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(|e| XdpError::Object(Box::new(e)))?;
-        program_mut(&mut ebpf, name)?
-            .load()
-            .map_err(|source| XdpError::Program {
-                name,
-                source: Box::new(source),
-            })?;
-        Ok(Self { ebpf, name })
+    fn load(names: &[&'static str], max_entries: &[(&str, u32)]) -> Result<Self, XdpError> {
+        let mut loader = aya::EbpfLoader::new();
+        for (map, size) in max_entries {
+            loader.map_max_entries(map, *size);
+        }
+        let mut ebpf = loader
+            .load(XDP_OBJECT)
+            .map_err(|e| XdpError::Object(Box::new(e)))?;
+        for name in names {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| XdpError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(Self { ebpf })
     }
 
-    fn program(&self) -> &Xdp {
+    fn program(&self, name: &'static str) -> &Xdp {
         self.ebpf
-            .program(self.name)
+            .program(name)
             .and_then(|p| <&Xdp>::try_from(p).ok())
-            .expect("checked in Loaded::load")
+            .expect("loaded in Loaded::load")
     }
 
-    fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<XdpLinkId, XdpError> {
-        let name = self.name;
+    fn attach(
+        &mut self,
+        name: &'static str,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<XdpLinkId, XdpError> {
         program_mut(&mut self.ebpf, name)?
             .attach(interface, mode.into())
             .map_err(|source| XdpError::Attach {
@@ -143,17 +162,17 @@ pub struct Edge(Loaded);
 impl Edge {
     /// Loads the object and verifies the `edge` program.
     pub fn load() -> Result<Self, XdpError> {
-        Loaded::load(EDGE_PROGRAM).map(Self)
+        Loaded::load(&[EDGE_PROGRAM], &[]).map(Self)
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn program(&self) -> &Xdp {
-        self.0.program()
+        self.0.program(EDGE_PROGRAM)
     }
 
     /// Attaches to `interface` (resolved in the calling thread's network namespace).
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<XdpLinkId, XdpError> {
-        self.0.attach(interface, mode)
+        self.0.attach(EDGE_PROGRAM, interface, mode)
     }
 
     /// Counters summed over all CPUs.
@@ -162,24 +181,56 @@ impl Edge {
     }
 }
 
-/// The `inner` program (decrypted client packets) with its policy maps.
-pub struct Inner(Loaded);
+/// The policy programs, `inner` (decrypted client packets) and `target` (target ENIs),
+/// loaded together so that they share the session, route, authorization and NAT maps.
+pub struct Policy(Loaded);
 
-impl Inner {
-    /// Loads the object and verifies the `inner` program.
+impl Policy {
+    /// Loads the object and verifies `inner` and `target`.
     pub fn load() -> Result<Self, XdpError> {
-        Loaded::load(INNER_PROGRAM).map(Self)
+        Self::load_with_nat_capacity(gateway_ebpf_common::MAX_NAT_FLOWS)
     }
 
-    pub fn program(&self) -> &Xdp {
-        self.0.program()
+    /// As [`Policy::load`], with room for `flows` NAT mappings in each direction.
+    pub fn load_with_nat_capacity(flows: u32) -> Result<Self, XdpError> {
+        Loaded::load(
+            &[INNER_PROGRAM, TARGET_PROGRAM],
+            &[(NAT_OUT_MAP, flows), (NAT_IN_MAP, flows)],
+        )
+        .map(Self)
     }
 
-    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<XdpLinkId, XdpError> {
-        self.0.attach(interface, mode)
+    pub fn inner(&self) -> &Xdp {
+        self.0.program(INNER_PROGRAM)
     }
 
-    pub fn stats(&self) -> Result<InnerStats, XdpError> {
+    pub fn target(&self) -> &Xdp {
+        self.0.program(TARGET_PROGRAM)
+    }
+
+    /// Attaches `inner` where decrypted client packets enter.
+    pub fn attach_inner(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<XdpLinkId, XdpError> {
+        self.0.attach(INNER_PROGRAM, interface, mode)
+    }
+
+    /// Attaches `target` to a target ENI.
+    pub fn attach_target(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<XdpLinkId, XdpError> {
+        self.0.attach(TARGET_PROGRAM, interface, mode)
+    }
+
+    pub fn inner_stats(&self) -> Result<InnerStats, XdpError> {
+        self.0.stats()
+    }
+
+    pub fn target_stats(&self) -> Result<TargetStats, XdpError> {
         self.0.stats()
     }
 
@@ -216,6 +267,64 @@ impl Inner {
     ) -> Result<(), XdpError> {
         insert_lpm(self.0.map_mut(AUTHZ_MAP)?, AUTHZ_MAP, destination, value)
     }
+
+    /// Lets `inner` redirect translated packets out of this target ENI. The kernel
+    /// resolves `ifindex` in the calling thread's network namespace.
+    pub fn insert_target_device(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        insert_device(self.0.map_mut(TARGET_DEVS_MAP)?, TARGET_DEVS_MAP, ifindex)
+    }
+
+    /// Lets `target` redirect translated replies into this device towards the data
+    /// plane (the TAP in socket mode). The kernel resolves `ifindex` in the calling
+    /// thread's network namespace.
+    pub fn insert_dataplane_device(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        insert_device(
+            self.0.map_mut(DATAPLANE_DEVS_MAP)?,
+            DATAPLANE_DEVS_MAP,
+            ifindex,
+        )
+    }
+
+    /// Every NAT mapping, as (client flow, translation).
+    pub fn nat_mappings(&mut self) -> Result<Vec<(FlowKey, NatOut)>, XdpError> {
+        let map = HashMap::<_, FlowKey, NatOut>::try_from(self.0.map_mut(NAT_OUT_MAP)?)
+            .map_err(map_error(NAT_OUT_MAP))?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(NAT_OUT_MAP))
+    }
+
+    /// Every reverse NAT entry, as (reply flow at the target ENI, client end).
+    pub fn nat_reverse(&mut self) -> Result<Vec<(FlowKey, NatIn)>, XdpError> {
+        let map = HashMap::<_, FlowKey, NatIn>::try_from(self.0.map_mut(NAT_IN_MAP)?)
+            .map_err(map_error(NAT_IN_MAP))?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(NAT_IN_MAP))
+    }
+
+    /// Claims a reverse NAT entry directly (tests and the NAT sweeper's repairs).
+    pub fn insert_nat_reverse(&mut self, reply: FlowKey, client: NatIn) -> Result<(), XdpError> {
+        let mut map = HashMap::<_, FlowKey, NatIn>::try_from(self.0.map_mut(NAT_IN_MAP)?)
+            .map_err(map_error(NAT_IN_MAP))?;
+        map.insert(reply, client, 0).map_err(map_error(NAT_IN_MAP))
+    }
+}
+
+fn insert_device(
+    map: &mut aya::maps::Map,
+    name: &'static str,
+    ifindex: u32,
+) -> Result<(), XdpError> {
+    let mut devs = aya::maps::DevMapHash::<&mut MapData>::try_from(map).map_err(map_error(name))?;
+    devs.insert(ifindex, ifindex, None, 0).map_err(|e| match e {
+        aya::maps::xdp::XdpMapError::MapError(source) => map_error(name)(source),
+        other => XdpError::Device {
+            name,
+            ifindex,
+            reason: other.to_string(),
+        },
+    })
 }
 
 fn insert_lpm<V: aya::Pod>(
@@ -263,6 +372,14 @@ impl Counter for InnerStat {
     }
 }
 
+impl Counter for TargetStat {
+    const MAP: &'static str = TARGET_STATS_MAP;
+    const ALL: &'static [Self] = &TargetStat::ALL;
+    fn name(self) -> &'static str {
+        TargetStat::name(self)
+    }
+}
+
 /// A snapshot of a program's counters, summed over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats<C: Counter> {
@@ -272,6 +389,7 @@ pub struct Stats<C: Counter> {
 
 pub type EdgeStats = Stats<EdgeStat>;
 pub type InnerStats = Stats<InnerStat>;
+pub type TargetStats = Stats<TargetStat>;
 
 impl<C: Counter> Default for Stats<C> {
     fn default() -> Self {

@@ -1,0 +1,66 @@
+//! Forwarding a rewritten IPv4 frame: next hop from `bpf_fib_lookup`, TTL decrement,
+//! MAC rewrite and redirect through a devmap; anything else goes to the kernel.
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_PASS},
+    helpers::generated::bpf_fib_lookup,
+    maps::DevMapHash,
+    programs::XdpContext,
+};
+
+use crate::{
+    checksum::replace16,
+    packet::{ETH_HDR_LEN, EthHdr, Ipv4Hdr, header_at_mut},
+};
+
+const AF_INET: u8 = 2;
+
+/// What became of a frame handed to [`forward`].
+pub enum Forwarded {
+    /// Redirected out of a device of the devmap; the action to return.
+    Redirected(u32),
+    /// Left for the kernel: no route or neighbour entry, TTL about to expire, or a next
+    /// hop outside the devmap. The frame is unchanged by this function.
+    Kernel,
+}
+
+/// Looks up the next hop of the IPv4 frame in `ctx` and, when it leaves through a device
+/// in `devs` with a known neighbour, decrements the TTL, rewrites the MACs and redirects.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, devs: &DevMapHash) -> Forwarded {
+    let Some(ip) = header_at_mut::<Ipv4Hdr>(ctx, ETH_HDR_LEN) else {
+        return Forwarded::Kernel;
+    };
+    if ip.ttl <= 1 {
+        return Forwarded::Kernel;
+    }
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = ip.protocol;
+    params.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.total_len);
+    params.__bindgen_anon_2.tos = ip.tos;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst);
+    params.ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: `params` is a valid, initialised bpf_fib_lookup and the size is its own.
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, size_of::<FibParams>() as i32, 0) };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || devs.get(params.ifindex).is_none() {
+        return Forwarded::Kernel;
+    }
+    let before = [ip.ttl, ip.protocol];
+    ip.ttl -= 1;
+    ip.check = replace16(ip.check, before, [ip.ttl, ip.protocol]);
+    let Some(eth) = header_at_mut::<EthHdr>(ctx, 0) else {
+        return Forwarded::Kernel;
+    };
+    eth.dst = params.dmac;
+    eth.src = params.smac;
+    // The device was just found in the map, so this redirects; were it removed in
+    // between, the default action passes the frame to the kernel.
+    let (Ok(action) | Err(action)) = devs.redirect(params.ifindex, u64::from(XDP_PASS));
+    Forwarded::Redirected(action)
+}

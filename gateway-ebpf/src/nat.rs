@@ -1,0 +1,179 @@
+//! Source NAT state shared by `inner` (creates mappings, rewrites sources) and `target`
+//! (finds the reverse mapping, rewrites destinations back). Mappings are
+//! endpoint-dependent: a NAT port is unique per remote address, port and protocol.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    macros::map,
+    maps::HashMap,
+    programs::XdpContext,
+};
+use gateway_ebpf_common::{FlowKey, MAX_NAT_FLOWS, NAT_PORT_PROBES, NatIn, NatOut};
+
+use crate::{
+    checksum::{replace16, replace32},
+    packet::{
+        ETH_HDR_LEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IcmpHdr, Ipv4Hdr, TcpHdr, UdpHdr,
+        header_at_mut,
+    },
+};
+
+#[map(name = "NAT_OUT")]
+pub static NAT_OUT: HashMap<FlowKey, NatOut> = HashMap::with_max_entries(MAX_NAT_FLOWS, 0);
+
+#[map(name = "NAT_IN")]
+pub static NAT_IN: HashMap<FlowKey, NatIn> = HashMap::with_max_entries(MAX_NAT_FLOWS, 0);
+
+const EEXIST: i32 = 17;
+
+/// Why no mapping could be made.
+pub enum NatError {
+    /// Every port tried is taken for this remote endpoint, or the table is full.
+    Exhausted,
+}
+
+/// The mapping for a client flow: the existing one (refreshed), or a new one that keeps
+/// the client's source port when it is free for this remote endpoint. Returns the
+/// mapping and whether it is new, and whether its port differs from the client's.
+#[inline(always)]
+pub fn mapping(
+    flow: &FlowKey,
+    snat_addr: [u8; 4],
+    peer_id: u32,
+) -> Result<(NatOut, bool, bool), NatError> {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(existing) = NAT_OUT.get_ptr_mut(flow) {
+        // SAFETY: the pointer comes from the map and stays valid during this run; a
+        // concurrent refresh of the timestamp from another CPU is harmless.
+        let existing = unsafe { &mut *existing };
+        if existing.nat_addr == snat_addr {
+            existing.last_seen_ns = now;
+            return Ok((*existing, false, false));
+        }
+    }
+    let reply = NatIn {
+        client_addr: flow.src_addr,
+        client_port: flow.src_port,
+        _pad: [0; 2],
+        peer_id,
+        _pad2: 0,
+        last_seen_ns: now,
+    };
+    let mut reverse = FlowKey {
+        src_addr: flow.dst_addr,
+        dst_addr: snat_addr,
+        src_port: flow.dst_port,
+        dst_port: flow.src_port,
+        protocol: flow.protocol,
+        _pad: [0; 3],
+    };
+    let mut claimed = false;
+    for attempt in 0..=NAT_PORT_PROBES {
+        if attempt > 0 {
+            // SAFETY: bpf_get_prandom_u32 has no preconditions.
+            let r = unsafe { bpf_get_prandom_u32() };
+            // Ports 1024..65535: never a privileged port, never 0.
+            let port = 1024 + (r % (65536 - 1024)) as u16;
+            reverse.dst_port = port.to_be_bytes();
+        }
+        match NAT_IN.insert(reverse, reply, u64::from(BPF_NOEXIST)) {
+            Ok(()) => {
+                claimed = true;
+                break;
+            }
+            Err(e) if e == -EEXIST => continue,
+            Err(_) => return Err(NatError::Exhausted),
+        }
+    }
+    if !claimed {
+        return Err(NatError::Exhausted);
+    }
+    let out = NatOut {
+        nat_addr: snat_addr,
+        nat_port: reverse.dst_port,
+        _pad: [0; 2],
+        last_seen_ns: now,
+    };
+    if NAT_OUT.insert(flow, out, 0).is_err() {
+        let _ = NAT_IN.remove(reverse);
+        return Err(NatError::Exhausted);
+    }
+    Ok((out, true, reverse.dst_port != flow.src_port))
+}
+
+/// The reverse mapping for a reply flow as it arrives on a target ENI, refreshed.
+#[inline(always)]
+pub fn reverse(reply: &FlowKey) -> Option<NatIn> {
+    let entry = NAT_IN.get_ptr_mut(reply)?;
+    // SAFETY: as in `mapping`: a map value, valid during this run.
+    let entry = unsafe { &mut *entry };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    entry.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    Some(*entry)
+}
+
+/// Which end of the packet a rewrite changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Source,
+    Destination,
+}
+
+/// Rewrites one end of an unfragmented (or first-fragment) IPv4 packet to `addr:port`,
+/// updating the IP and L4 checksums incrementally. For ICMP echo, `port` is the
+/// identifier. A UDP checksum of zero ("none") stays zero. `Err` if a header vanished.
+#[inline(always)]
+pub fn rewrite(
+    ctx: &XdpContext,
+    l4: usize,
+    end: End,
+    addr: [u8; 4],
+    port: [u8; 2],
+) -> Result<(), ()> {
+    let ip = header_at_mut::<Ipv4Hdr>(ctx, ETH_HDR_LEN).ok_or(())?;
+    let field = match end {
+        End::Source => &mut ip.src,
+        End::Destination => &mut ip.dst,
+    };
+    let old_addr = *field;
+    *field = addr;
+    ip.check = replace32(ip.check, old_addr, addr);
+    match ip.protocol {
+        IPPROTO_TCP => {
+            let tcp = header_at_mut::<TcpHdr>(ctx, l4).ok_or(())?;
+            let field = match end {
+                End::Source => &mut tcp.src_port,
+                End::Destination => &mut tcp.dst_port,
+            };
+            let old_port = *field;
+            *field = port;
+            tcp.check = replace16(replace32(tcp.check, old_addr, addr), old_port, port);
+        }
+        IPPROTO_UDP => {
+            let udp = header_at_mut::<UdpHdr>(ctx, l4).ok_or(())?;
+            let field = match end {
+                End::Source => &mut udp.src_port,
+                End::Destination => &mut udp.dst_port,
+            };
+            let old_port = *field;
+            *field = port;
+            if udp.check != [0, 0] {
+                let check = replace16(replace32(udp.check, old_addr, addr), old_port, port);
+                // Zero means "no checksum" in UDP; a computed zero is sent as all ones.
+                udp.check = if check == [0, 0] { [0xff, 0xff] } else { check };
+            }
+        }
+        IPPROTO_ICMP => {
+            let icmp = header_at_mut::<IcmpHdr>(ctx, l4).ok_or(())?;
+            let old_id = [icmp.rest[0], icmp.rest[1]];
+            icmp.rest[0] = port[0];
+            icmp.rest[1] = port[1];
+            // ICMP's checksum has no pseudo-header: only the identifier changed.
+            icmp.check = replace16(icmp.check, old_id, port);
+        }
+        _ => return Err(()),
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `target`: on each target ENI. Replies to translated client flows are rewritten back
+//! to the client's lease and forwarded towards the data plane; everything else passes to
+//! the host untouched.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    macros::{map, xdp},
+    maps::{DevMapHash, PerCpuArray},
+    programs::XdpContext,
+};
+use gateway_ebpf_common::{FlowKey, TargetStat};
+
+use crate::{
+    forward::{Forwarded, forward},
+    nat::{End, reverse, rewrite},
+    packet::{
+        ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REPLY, Ipv4Hdr, Transport, fragment,
+        header_at, ipv4_lengths, transport,
+    },
+};
+
+#[map(name = "TARGET_STATS")]
+static TARGET_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TargetStat::COUNT, 0);
+
+#[map(name = "DATAPLANE_DEVS")]
+static DATAPLANE_DEVS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+#[xdp]
+pub fn target(ctx: XdpContext) -> u32 {
+    match try_target(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn count(stat: TargetStat) {
+    if let Some(slot) = TARGET_STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: the slot belongs to this CPU; XDP programs are not preempted on it.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Passes a frame that is not a reply to a translated flow.
+#[inline(always)]
+fn miss() -> Result<u32, TargetStat> {
+    count(TargetStat::Miss);
+    Ok(XDP_PASS)
+}
+
+#[inline(always)]
+fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
+    let Some(eth) = header_at::<EthHdr>(ctx, 0) else {
+        return miss();
+    };
+    if u16::from_be_bytes(eth.ether_type) != ETHERTYPE_IPV4 {
+        return miss();
+    }
+    let ip: &Ipv4Hdr = header_at(ctx, ETH_HDR_LEN).ok_or(TargetStat::Drop)?;
+    let (header_len, total_len) = ipv4_lengths(ctx, ip).ok_or(TargetStat::Drop)?;
+    let (frag_offset, more_fragments) = fragment(ip);
+    if frag_offset != 0 {
+        return miss();
+    }
+    let l4 = ETH_HDR_LEN + header_len;
+    let (src_port, dst_port) =
+        match transport(ctx, ip.protocol, l4, total_len - header_len, more_fragments) {
+            Ok(Transport::Tcp { src_port, dst_port } | Transport::Udp { src_port, dst_port }) => {
+                (src_port, dst_port)
+            }
+            Ok(Transport::Icmp { kind, id }) if kind == ICMP_ECHO_REPLY => ([0, 0], id),
+            Ok(_) => return miss(),
+            Err(()) => return Err(TargetStat::Drop),
+        };
+    let reply = FlowKey {
+        src_addr: ip.src,
+        dst_addr: ip.dst,
+        src_port,
+        dst_port,
+        protocol: ip.protocol,
+        _pad: [0; 3],
+    };
+    let Some(client) = reverse(&reply) else {
+        return miss();
+    };
+    rewrite(
+        ctx,
+        l4,
+        End::Destination,
+        client.client_addr,
+        client.client_port,
+    )
+    .map_err(|()| TargetStat::Drop)?;
+    count(TargetStat::Translated);
+    Ok(match forward(ctx, &DATAPLANE_DEVS) {
+        Forwarded::Redirected(action) => {
+            count(TargetStat::Redirected);
+            action
+        }
+        Forwarded::Kernel => {
+            count(TargetStat::PassedToKernel);
+            XDP_PASS
+        }
+    })
+}

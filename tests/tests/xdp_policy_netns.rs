@@ -1,0 +1,263 @@
+//! The policy programs with real traffic: a namespace plays the decrypted client side
+//! (as the data plane will), `inner` and `target` run natively on the gateway's veths,
+//! and a target host answers. The host sees only the gateway's address with the
+//! client's own port, replies find their way back, and a denied host gets nothing.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use gateway::{
+    policy::{Access, AuthorizationRule, GroupId, compile_authorization, group_set},
+    xdp::{AttachMode, Edge, Policy},
+};
+use gateway_ebpf_common::{InnerStat, RouteValue, SessionInfo, TargetStat};
+use gateway_tests::{
+    lab::{Lab, Netns},
+    privilege,
+};
+
+const CLIENT: &str = "10.200.0.5";
+const GW_INNER: &str = "10.200.0.1";
+const GW_TARGET: &str = "10.10.0.1";
+const ALLOWED_HOST: &str = "10.10.0.10";
+const DENIED_HOST: &str = "10.10.0.20";
+
+fn mac(ns: &Netns, ifname: &str) -> String {
+    ns.exec(&["cat", &format!("/sys/class/net/{ifname}/address")])
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn ifindex(ns: &Netns, ifname: &str) -> u32 {
+    ns.exec(&["cat", &format!("/sys/class/net/{ifname}/ifindex")])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Accepts one connection on `addr` within `timeout`, echoes what it reads and returns
+/// the peer's address; `None` if nobody connected in time.
+fn echo_once(listener: TcpListener, timeout: Duration) -> Option<SocketAddr> {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match listener.accept() {
+            Ok((mut stream, peer)) => {
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let _ = stream.write_all(&buf[..n]);
+                return Some(peer);
+            }
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    None
+}
+
+#[test]
+fn real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing() {
+    if !privilege::check("real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let client = lab.add_namespace("inner").unwrap();
+    let gw = lab.add_namespace("gw").unwrap();
+    let target = lab.add_namespace("target").unwrap();
+    lab.veth(
+        (&client, "eth0", Some("10.200.0.5/24")),
+        (&gw, "in0", Some("10.200.0.1/24")),
+    )
+    .unwrap();
+    lab.veth(
+        (&gw, "eth1", Some("10.10.0.1/24")),
+        (&target, "eth0", Some("10.10.0.10/24")),
+    )
+    .unwrap();
+    target
+        .exec(&["ip", "addr", "add", "10.10.0.20/24", "dev", "eth0"])
+        .unwrap();
+    // A frame redirected into a veth is dropped unless the veth's peer runs XDP: both
+    // peers get the pass-through `edge` program.
+    let mut peers = Edge::load().unwrap();
+    for ns in [&client, &target] {
+        ns.run_in(|| peers.attach("eth0", AttachMode::Native).unwrap())
+            .unwrap();
+    }
+    gw.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    client
+        .exec(&["ip", "route", "add", "default", "via", GW_INNER])
+        .unwrap();
+    // Complete checksums from the senders (veth otherwise leaves them partial).
+    for ns in [&client, &target] {
+        ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
+    }
+    // `inner` passes IPv4 only, so the client's side of the link resolves statically,
+    // as it will on the TAP device.
+    let (client_mac, gw_in_mac) = (mac(&client, "eth0"), mac(&gw, "in0"));
+    client
+        .exec(&[
+            "ip",
+            "neigh",
+            "add",
+            GW_INNER,
+            "lladdr",
+            &gw_in_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    gw.exec(&[
+        "ip",
+        "neigh",
+        "add",
+        CLIENT,
+        "lladdr",
+        &client_mac,
+        "dev",
+        "in0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    let target_mac = mac(&target, "eth0");
+    for host in [ALLOWED_HOST, DENIED_HOST] {
+        gw.exec(&[
+            "ip",
+            "neigh",
+            "add",
+            host,
+            "lladdr",
+            &target_mac,
+            "dev",
+            "eth1",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    }
+
+    let mut policy = Policy::load().unwrap();
+    let (in0, eth1) = (ifindex(&gw, "in0"), ifindex(&gw, "eth1"));
+    let session = SessionInfo {
+        groups: group_set(&[GroupId::new(1).unwrap()]),
+        peer_id: 5,
+        _pad: 0,
+    };
+    policy
+        .insert_session(CLIENT.parse().unwrap(), session)
+        .unwrap();
+    let route = RouteValue {
+        target_ifindex: eth1,
+        snat_addr: GW_TARGET.parse::<Ipv4Addr>().unwrap().octets(),
+    };
+    policy
+        .insert_route("10.10.0.0/24".parse().unwrap(), route)
+        .unwrap();
+    let rules = [AuthorizationRule {
+        destination: "10.10.0.10/32".parse().unwrap(),
+        access: Access::Group(GroupId::new(1).unwrap()),
+    }];
+    for (net, value) in compile_authorization(&rules) {
+        policy.insert_authorization(net, value).unwrap();
+    }
+    // Devmaps resolve ifindexes in the namespace of the thread that updates them.
+    gw.run_in(|| {
+        policy.insert_target_device(eth1).unwrap();
+        policy.insert_dataplane_device(in0).unwrap();
+        policy.attach_inner("in0", AttachMode::Native).unwrap();
+        policy.attach_target("eth1", AttachMode::Native).unwrap();
+    })
+    .unwrap();
+
+    // ICMP echo through the gateway and back.
+    client
+        .exec(&["ping", "-c", "3", "-i", "0.1", "-W", "2", ALLOWED_HOST])
+        .unwrap();
+
+    // TCP: the host sees the gateway's address and the client's own port.
+    let listener = target
+        .run_in(|| TcpListener::bind((ALLOWED_HOST, 8080)))
+        .unwrap()
+        .unwrap();
+    let server = thread::spawn(move || echo_once(listener, Duration::from_secs(5)));
+    let (local, echoed) = client
+        .run_in(|| {
+            let mut s = TcpStream::connect_timeout(
+                &"10.10.0.10:8080".parse().unwrap(),
+                Duration::from_secs(3),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(b"hello through xdp")?;
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf)?;
+            Ok::<_, std::io::Error>((s.local_addr()?, buf[..n].to_vec()))
+        })
+        .unwrap()
+        .unwrap();
+    let peer = server
+        .join()
+        .unwrap()
+        .expect("the host accepted the connection");
+    assert_eq!(
+        peer.ip().to_string(),
+        GW_TARGET,
+        "the host must see only the gateway"
+    );
+    assert_eq!(
+        peer.port(),
+        local.port(),
+        "the client's source port is preserved"
+    );
+    assert_eq!(echoed, b"hello through xdp");
+
+    // A host no rule allows: the connection attempt times out, the host sees nothing.
+    let before = policy.inner_stats().unwrap();
+    let listener = target
+        .run_in(|| TcpListener::bind((DENIED_HOST, 8080)))
+        .unwrap()
+        .unwrap();
+    let server = thread::spawn(move || echo_once(listener, Duration::from_secs(2)));
+    let denied = client
+        .run_in(|| {
+            TcpStream::connect_timeout(&"10.10.0.20:8080".parse().unwrap(), Duration::from_secs(1))
+        })
+        .unwrap();
+    assert!(denied.is_err(), "a denied host must not be reachable");
+    assert!(
+        server.join().unwrap().is_none(),
+        "the denied host saw a connection"
+    );
+    let inner = policy.inner_stats().unwrap().since(&before);
+    assert!(inner.get(InnerStat::NotAuthorized) >= 1, "{inner}");
+
+    let inner = policy.inner_stats().unwrap();
+    let target_stats = policy.target_stats().unwrap();
+    assert!(inner.get(InnerStat::Redirected) >= 3 + 2, "{inner}");
+    assert!(
+        target_stats.get(TargetStat::Redirected) >= 3 + 2,
+        "{target_stats}"
+    );
+    assert_eq!(inner.get(InnerStat::Spoofed), 0, "{inner}");
+    let mappings = policy.nat_mappings().unwrap();
+    assert!(
+        mappings.iter().any(
+            |(flow, nat)| u16::from_be_bytes(flow.src_port) == local.port()
+                && nat.nat_port == flow.src_port
+        ),
+        "no TCP mapping for port {}: {mappings:?}",
+        local.port()
+    );
+}
