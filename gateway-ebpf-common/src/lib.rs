@@ -32,11 +32,23 @@ pub enum EdgeStat {
     MalformedIpv4,
     /// TCP/UDP/ICMP header truncated or with an impossible length field.
     MalformedL4,
+    /// P_DATA_V2 of a live peer-id, redirected to the worker's AF_XDP socket.
+    DataSteered,
+    /// P_DATA_V2 of a live peer-id, passed on (no AF_XDP socket on this queue).
+    DataPassed,
+    /// P_DATA_V2 whose peer-id is unknown, undefined or terminated: dropped.
+    UnknownPeer,
+    /// Control-channel packets (and P_DATA_V1) passed to the control plane.
+    ControlPassed,
+    /// Hard resets over the per-source rate limit: dropped.
+    ResetRateLimited,
+    /// UDP to a listen port that is not OpenVPN (empty, or an unknown opcode): dropped.
+    NotOpenVpn,
 }
 
 impl EdgeStat {
     /// Every counter, in index order.
-    pub const ALL: [EdgeStat; 12] = [
+    pub const ALL: [EdgeStat; 18] = [
         EdgeStat::Pass,
         EdgeStat::Drop,
         EdgeStat::NonIpv4,
@@ -49,6 +61,12 @@ impl EdgeStat {
         EdgeStat::TruncatedEthernet,
         EdgeStat::MalformedIpv4,
         EdgeStat::MalformedL4,
+        EdgeStat::DataSteered,
+        EdgeStat::DataPassed,
+        EdgeStat::UnknownPeer,
+        EdgeStat::ControlPassed,
+        EdgeStat::ResetRateLimited,
+        EdgeStat::NotOpenVpn,
     ];
     /// Number of entries in `EDGE_STATS`.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -68,6 +86,12 @@ impl EdgeStat {
             EdgeStat::TruncatedEthernet => "truncated_ethernet",
             EdgeStat::MalformedIpv4 => "malformed_ipv4",
             EdgeStat::MalformedL4 => "malformed_l4",
+            EdgeStat::DataSteered => "data_steered",
+            EdgeStat::DataPassed => "data_passed",
+            EdgeStat::UnknownPeer => "unknown_peer",
+            EdgeStat::ControlPassed => "control_passed",
+            EdgeStat::ResetRateLimited => "reset_rate_limited",
+            EdgeStat::NotOpenVpn => "not_openvpn",
         }
     }
 }
@@ -76,6 +100,49 @@ impl EdgeStat {
 pub const EDGE_STATS_MAP: &str = "EDGE_STATS";
 /// Name of the `edge` XDP program in the object file.
 pub const EDGE_PROGRAM: &str = "edge";
+/// Array of one [`EdgeConfig`].
+pub const EDGE_CONFIG_MAP: &str = "EDGE_CONFIG";
+/// Hash map: live peer-id → [`EdgePeer`]; a peer-id absent here is dropped.
+pub const EDGE_PEERS_MAP: &str = "EDGE_PEERS";
+/// XSKMAP: rx queue index → AF_XDP socket of the worker on that queue.
+pub const EDGE_XSKS_MAP: &str = "EDGE_XSKS";
+/// LRU hash: client source address → [`ResetBucket`].
+pub const RESET_BUCKETS_MAP: &str = "RESET_BUCKETS";
+/// Listen ports `edge` recognises.
+pub const MAX_LISTEN_PORTS: usize = 4;
+/// Sources tracked by the hard-reset rate limit (least recently used are forgotten).
+pub const MAX_RESET_SOURCES: u32 = 65_536;
+/// AF_XDP sockets: one per rx queue.
+pub const MAX_XSK_QUEUES: u32 = 64;
+
+/// What `edge` needs to know about the endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EdgeConfig {
+    /// UDP ports the gateway listens on, network byte order; zero = unused.
+    pub listen_ports: [[u8; 2]; MAX_LISTEN_PORTS],
+    /// Hard resets each source may send per second, on average; 0 = no limit.
+    pub resets_per_second: u32,
+    /// How many hard resets a source may send in a burst.
+    pub reset_burst: u32,
+}
+
+/// A live session as `edge` sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EdgePeer {
+    /// Leased address of the session (network byte order), for diagnostics.
+    pub lease: [u8; 4],
+}
+
+/// Token bucket of one source's hard resets: thousandths of a token, and when it was
+/// last refilled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetBucket {
+    pub milli_tokens: u64,
+    pub last_ns: u64,
+}
 
 /// How many 64-bit words a [`GroupSet`] has; groups are numbered `0..MAX_GROUPS`.
 pub const GROUP_WORDS: usize = 4;
@@ -359,6 +426,12 @@ mod pod {
     unsafe impl aya::Pod for super::RouteValue {}
     // SAFETY: #[repr(C)], byte arrays and explicit padding only (16 bytes).
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: #[repr(C)], byte arrays then two u32 (16 bytes, no padding).
+    unsafe impl aya::Pod for super::EdgeConfig {}
+    // SAFETY: #[repr(C)], one byte array.
+    unsafe impl aya::Pod for super::EdgePeer {}
+    // SAFETY: #[repr(C)], two u64.
+    unsafe impl aya::Pod for super::ResetBucket {}
     // SAFETY: #[repr(C)], explicit padding before the u64 (16 bytes).
     unsafe impl aya::Pod for super::NatOut {}
     // SAFETY: #[repr(C)], explicit padding before the u64 (24 bytes).
@@ -414,6 +487,7 @@ mod tests {
     fn map_types_have_no_implicit_padding() {
         use core::mem::size_of;
         assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<EdgeConfig>(), 16);
         assert_eq!(size_of::<NatOut>(), 16);
         assert_eq!(size_of::<NatIn>(), 24);
         assert_eq!(size_of::<RouteValue>(), 8);

@@ -5,14 +5,14 @@ use std::{fmt, marker::PhantomData, net::Ipv4Addr};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_ebpf_common::{
-    AUTHZ_MAP, AuthzValue, DATAPLANE_DEVS_MAP, EDGE_PROGRAM, EDGE_STATS_MAP, EdgeStat, FlowKey,
-    INNER_PROGRAM, INNER_STATS_MAP, InnerStat, NAT_IN_MAP, NAT_OUT_MAP, NatIn, NatOut, ROUTES_MAP,
-    RouteValue, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM, TARGET_STATS_MAP,
-    TargetStat,
+    AUTHZ_MAP, AuthzValue, DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_PROGRAM,
+    EDGE_STATS_MAP, EdgeConfig, EdgePeer, EdgeStat, FlowKey, INNER_PROGRAM, INNER_STATS_MAP,
+    InnerStat, MAX_LISTEN_PORTS, NAT_IN_MAP, NAT_OUT_MAP, NatIn, NatOut, ROUTES_MAP, RouteValue,
+    SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM, TARGET_STATS_MAP, TargetStat,
 };
 use ipnet::Ipv4Net;
 
@@ -40,6 +40,8 @@ pub enum XdpError {
         #[source]
         source: Box<ProgramError>,
     },
+    #[error("XDP configuration: {0}")]
+    Config(String),
     #[error("adding device {ifindex} to {name}: {reason}")]
     Device {
         name: &'static str,
@@ -178,6 +180,52 @@ impl Edge {
     /// Counters summed over all CPUs.
     pub fn stats(&self) -> Result<EdgeStats, XdpError> {
         self.0.stats()
+    }
+
+    /// Sets the UDP listen ports (at most [`MAX_LISTEN_PORTS`]) and the per-source
+    /// hard-reset limit (`resets_per_second` 0 = none). Until this is called no port is
+    /// treated as OpenVPN and everything passes.
+    pub fn configure(
+        &mut self,
+        listen_ports: &[u16],
+        resets_per_second: u32,
+        reset_burst: u32,
+    ) -> Result<(), XdpError> {
+        if listen_ports.len() > MAX_LISTEN_PORTS {
+            return Err(XdpError::Config(format!(
+                "{} UDP listen ports given, edge supports at most {MAX_LISTEN_PORTS}",
+                listen_ports.len()
+            )));
+        }
+        let mut config = EdgeConfig {
+            resets_per_second,
+            reset_burst,
+            ..Default::default()
+        };
+        for (slot, port) in config.listen_ports.iter_mut().zip(listen_ports) {
+            *slot = port.to_be_bytes();
+        }
+        let mut map = Array::<_, EdgeConfig>::try_from(self.0.map_mut(EDGE_CONFIG_MAP)?)
+            .map_err(map_error(EDGE_CONFIG_MAP))?;
+        map.set(0, config, 0).map_err(map_error(EDGE_CONFIG_MAP))
+    }
+
+    /// Lets data packets of `peer_id` through.
+    pub fn insert_peer(&mut self, peer_id: u32, lease: Ipv4Addr) -> Result<(), XdpError> {
+        let mut map = HashMap::<_, u32, EdgePeer>::try_from(self.0.map_mut(EDGE_PEERS_MAP)?)
+            .map_err(map_error(EDGE_PEERS_MAP))?;
+        let peer = EdgePeer {
+            lease: lease.octets(),
+        };
+        map.insert(peer_id, peer, 0)
+            .map_err(map_error(EDGE_PEERS_MAP))
+    }
+
+    /// Drops data packets of `peer_id` from now on (a terminated or closed session).
+    pub fn remove_peer(&mut self, peer_id: u32) -> Result<(), XdpError> {
+        let mut map = HashMap::<_, u32, EdgePeer>::try_from(self.0.map_mut(EDGE_PEERS_MAP)?)
+            .map_err(map_error(EDGE_PEERS_MAP))?;
+        map.remove(&peer_id).map_err(map_error(EDGE_PEERS_MAP))
     }
 }
 

@@ -318,3 +318,240 @@ fn frames_shorter_than_ethernet_are_refused() {
     // hands such frames to XDP; the program's own check is defence in depth.
     assert!(xdp::run(edge.program(), &[0u8; 10]).is_err());
 }
+
+/// UDP from `src` to a listen port carrying `payload` (the OpenVPN packet).
+fn openvpn(src: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    frame::udp(src, GATEWAY, 50000, 1194, payload)
+}
+
+fn configured() -> Edge {
+    let mut edge = load().unwrap();
+    edge.configure(&[1194, 443], 1, 3).unwrap();
+    edge
+}
+
+#[test]
+fn data_packets_need_a_live_peer_id() {
+    if !privilege::check("data_packets_need_a_live_peer_id") {
+        return;
+    }
+    let mut edge = configured();
+    edge.insert_peer(0x000abc, "10.200.0.5".parse().unwrap())
+        .unwrap();
+    edge.insert_peer(0xffffff, "10.200.0.6".parse().unwrap())
+        .unwrap();
+    let data =
+        |peer: [u8; 3]| openvpn(CLIENT, &[0x48, peer[0], peer[1], peer[2], 0, 0, 0, 1, 0xee]);
+    let fixtures = [
+        // No AF_XDP socket on the queue: passed on to the socket-mode data plane.
+        fixture(
+            "live peer",
+            data([0x00, 0x0a, 0xbc]),
+            Verdict::Pass,
+            &[EdgeStat::DataPassed],
+        ),
+        fixture(
+            "live peer, key id 3",
+            {
+                let mut f = data([0x00, 0x0a, 0xbc]);
+                f[42] = 0x4b;
+                f
+            },
+            Verdict::Pass,
+            &[EdgeStat::DataPassed],
+        ),
+        fixture(
+            "unknown peer",
+            data([0x00, 0x0a, 0xbd]),
+            Verdict::Drop,
+            &[EdgeStat::UnknownPeer],
+        ),
+        fixture(
+            "undefined peer id",
+            data([0xff, 0xff, 0xff]),
+            Verdict::Drop,
+            &[EdgeStat::UnknownPeer],
+        ),
+        fixture(
+            "data to another port",
+            frame::udp(CLIENT, GATEWAY, 50000, 1195, &[0x48, 0, 0x0a, 0xbd]),
+            Verdict::Pass,
+            &[EdgeStat::Udp],
+        ),
+        fixture(
+            "data over tcp",
+            frame::tcp(CLIENT, GATEWAY, 50000, 443, &[0, 9, 0x48, 0, 0x0a, 0xbd]),
+            Verdict::Pass,
+            &[EdgeStat::Tcp],
+        ),
+    ];
+    for f in &fixtures {
+        check(&edge, f);
+    }
+    edge.remove_peer(0x000abc).unwrap();
+    check(
+        &edge,
+        &fixture(
+            "terminated peer",
+            data([0x00, 0x0a, 0xbc]),
+            Verdict::Drop,
+            &[EdgeStat::UnknownPeer],
+        ),
+    );
+}
+
+#[test]
+fn control_packets_pass_and_garbage_is_dropped() {
+    if !privilege::check("control_packets_pass_and_garbage_is_dropped") {
+        return;
+    }
+    let edge = configured();
+    let packet = |first: u8| openvpn(CLIENT, &[first, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0]);
+    let mut fixtures = vec![
+        fixture(
+            "soft reset",
+            packet(0x19),
+            Verdict::Pass,
+            &[EdgeStat::ControlPassed],
+        ),
+        fixture(
+            "control",
+            packet(0x20),
+            Verdict::Pass,
+            &[EdgeStat::ControlPassed],
+        ),
+        fixture(
+            "ack",
+            packet(0x28),
+            Verdict::Pass,
+            &[EdgeStat::ControlPassed],
+        ),
+        fixture(
+            "data v1 (no peer-id)",
+            packet(0x30),
+            Verdict::Pass,
+            &[EdgeStat::ControlPassed],
+        ),
+        fixture(
+            "control with wrapped key",
+            packet(0x58),
+            Verdict::Pass,
+            &[EdgeStat::ControlPassed],
+        ),
+        fixture(
+            "server reset from a client",
+            packet(0x40),
+            Verdict::Drop,
+            &[EdgeStat::NotOpenVpn],
+        ),
+        fixture(
+            "empty datagram",
+            openvpn(CLIENT, b""),
+            Verdict::Drop,
+            &[EdgeStat::NotOpenVpn],
+        ),
+        fixture(
+            "three bytes",
+            openvpn(CLIENT, &[0x20, 1, 2]),
+            Verdict::Drop,
+            &[EdgeStat::NotOpenVpn],
+        ),
+    ];
+    for opcode in [0u8, 1, 2, 12, 31] {
+        fixtures.push(fixture(
+            "illegal opcode",
+            packet(opcode << 3),
+            Verdict::Drop,
+            &[EdgeStat::NotOpenVpn],
+        ));
+    }
+    for f in &fixtures {
+        check(&edge, f);
+    }
+}
+
+#[test]
+fn hard_resets_are_rate_limited_per_source() {
+    if !privilege::check("hard_resets_are_rate_limited_per_source") {
+        return;
+    }
+    let edge = configured(); // 1 per second, bursts of 3
+    let reset =
+        |src: [u8; 4], first: u8| openvpn(src, &[first, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0]);
+    let other = [203, 0, 113, 7];
+    for (name, src, first) in [
+        ("v2 #1", CLIENT, 0x38),
+        ("v2 #2", CLIENT, 0x38),
+        ("v3 #3", CLIENT, 0x50),
+    ] {
+        check(
+            &edge,
+            &fixture(
+                name,
+                reset(src, first),
+                Verdict::Pass,
+                &[EdgeStat::ControlPassed],
+            ),
+        );
+    }
+    check(
+        &edge,
+        &fixture(
+            "over the burst",
+            reset(CLIENT, 0x38),
+            Verdict::Drop,
+            &[EdgeStat::ResetRateLimited],
+        ),
+    );
+    check(
+        &edge,
+        &fixture(
+            "v3 over the burst",
+            reset(CLIENT, 0x50),
+            Verdict::Drop,
+            &[EdgeStat::ResetRateLimited],
+        ),
+    );
+    check(
+        &edge,
+        &fixture(
+            "another source",
+            reset(other, 0x38),
+            Verdict::Pass,
+            &[EdgeStat::ControlPassed],
+        ),
+    );
+    // Other control packets of the limited source still pass.
+    check(
+        &edge,
+        &fixture(
+            "control",
+            reset(CLIENT, 0x20),
+            Verdict::Pass,
+            &[EdgeStat::ControlPassed],
+        ),
+    );
+}
+
+#[test]
+fn configuration_is_checked() {
+    if !privilege::check("configuration_is_checked") {
+        return;
+    }
+    let mut edge = load().unwrap();
+    let err = edge.configure(&[1, 2, 3, 4, 5], 0, 0).unwrap_err();
+    assert!(err.to_string().contains("5 UDP listen ports"), "{err}");
+    // Without a limit, resets are never dropped.
+    edge.configure(&[1194], 0, 0).unwrap();
+    for _ in 0..20 {
+        check(
+            &edge,
+            &fixture(
+                "unlimited reset",
+                openvpn(CLIENT, &[0x38, 1, 2, 3, 4, 5, 6, 7, 8]),
+                Verdict::Pass,
+                &[EdgeStat::ControlPassed],
+            ),
+        );
+    }
+}
