@@ -294,10 +294,13 @@ pub const INNER_PROGRAM: &str = "inner";
 pub const INNER_STATS_MAP: &str = "INNER_STATS";
 /// Hash map: leased client address (network byte order) → [`SessionInfo`].
 pub const SESSIONS_MAP: &str = "SESSIONS";
-/// LPM trie: destination network → [`RouteValue`].
-pub const ROUTES_MAP: &str = "ROUTES";
-/// LPM trie: destination network → [`AuthzValue`].
-pub const AUTHZ_MAP: &str = "AUTHZ";
+/// LPM tries: destination network → [`RouteValue`], one per rule-set generation.
+pub const ROUTES_MAPS: [&str; 2] = ["ROUTES_0", "ROUTES_1"];
+/// LPM tries: destination network → [`AuthzValue`], one per rule-set generation.
+pub const AUTHZ_MAPS: [&str; 2] = ["AUTHZ_0", "AUTHZ_1"];
+/// Array of one u32: which generation (0 or 1) of routes and rules is in force.
+/// `inner` reads it once per packet, so a packet sees one whole rule set.
+pub const POLICY_GENERATION_MAP: &str = "POLICY_GENERATION";
 /// Capacities of the policy maps.
 pub const MAX_SESSIONS: u32 = 65_536;
 pub const MAX_ROUTES: u32 = 16_384;
@@ -336,15 +339,20 @@ pub enum TargetStat {
     Miss,
     /// Frames dropped (malformed IPv4 or L4 headers).
     Drop,
+    /// Of the translated: ICMP errors (unreachable, fragmentation needed, time
+    /// exceeded, parameter problem) about a translated flow, rewritten through their
+    /// embedded header so path-MTU discovery works through the gateway.
+    IcmpError,
 }
 
 impl TargetStat {
-    pub const ALL: [TargetStat; 5] = [
+    pub const ALL: [TargetStat; 6] = [
         TargetStat::Translated,
         TargetStat::Redirected,
         TargetStat::PassedToKernel,
         TargetStat::Miss,
         TargetStat::Drop,
+        TargetStat::IcmpError,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -355,6 +363,7 @@ impl TargetStat {
             TargetStat::PassedToKernel => "passed_to_kernel",
             TargetStat::Miss => "miss",
             TargetStat::Drop => "drop",
+            TargetStat::IcmpError => "icmp_error",
         }
     }
 }
@@ -389,13 +398,22 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
+/// TCP flags as they appear in the header, recorded in the NAT entries (every flag seen
+/// in that direction over the flow's life) for the sweeper's timeouts.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
 /// The translation of a client flow: its source becomes `nat_addr:nat_port`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NatOut {
     pub nat_addr: [u8; 4],
     pub nat_port: [u8; 2],
-    pub _pad: [u8; 2],
+    /// TCP flags seen from the client (`TCP_*`), 0 for UDP and ICMP.
+    pub tcp_flags: u8,
+    pub _pad: u8,
     /// `bpf_ktime_get_ns` of the last packet out, for the userspace sweeper.
     pub last_seen_ns: u64,
 }
@@ -406,7 +424,9 @@ pub struct NatOut {
 pub struct NatIn {
     pub client_addr: [u8; 4],
     pub client_port: [u8; 2],
-    pub _pad: [u8; 2],
+    /// TCP flags seen from the remote end (`TCP_*`), 0 for UDP and ICMP.
+    pub tcp_flags: u8,
+    pub _pad: u8,
     /// Session of the client, for steering to the data plane.
     pub peer_id: u32,
     pub _pad2: u32,

@@ -6,7 +6,7 @@
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     macros::{map, xdp},
-    maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use gateway_ebpf_common::{
@@ -29,11 +29,18 @@ static INNER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(InnerStat::
 #[map(name = "SESSIONS")]
 static SESSIONS: HashMap<[u8; 4], SessionInfo> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 
-#[map(name = "ROUTES")]
-static ROUTES: LpmTrie<[u8; 4], RouteValue> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
+#[map(name = "POLICY_GENERATION")]
+static POLICY_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
-#[map(name = "AUTHZ")]
-static AUTHZ: LpmTrie<[u8; 4], AuthzValue> = LpmTrie::with_max_entries(MAX_AUTHZ_RULES, 0);
+#[map(name = "ROUTES_0")]
+static ROUTES_0: LpmTrie<[u8; 4], RouteValue> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
+#[map(name = "ROUTES_1")]
+static ROUTES_1: LpmTrie<[u8; 4], RouteValue> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
+
+#[map(name = "AUTHZ_0")]
+static AUTHZ_0: LpmTrie<[u8; 4], AuthzValue> = LpmTrie::with_max_entries(MAX_AUTHZ_RULES, 0);
+#[map(name = "AUTHZ_1")]
+static AUTHZ_1: LpmTrie<[u8; 4], AuthzValue> = LpmTrie::with_max_entries(MAX_AUTHZ_RULES, 0);
 
 #[map(name = "TARGET_DEVS")]
 static TARGET_DEVS: DevMapHash = DevMapHash::with_max_entries(64, 0);
@@ -69,8 +76,13 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     // SAFETY: the value is only read, within this program run.
     let session = unsafe { SESSIONS.get(ip.src) }.ok_or(InnerStat::Spoofed)?;
     let destination = Key::new(32, ip.dst);
-    let route = ROUTES.get(&destination).ok_or(InnerStat::NoRoute)?;
-    let rule = AUTHZ.get(&destination).ok_or(InnerStat::NotAuthorized)?;
+    // One read of the generation: the route and the rule come from the same rule set.
+    let (routes, rules) = match POLICY_GENERATION.get(0) {
+        Some(1) => (&ROUTES_1, &AUTHZ_1),
+        _ => (&ROUTES_0, &AUTHZ_0),
+    };
+    let route = routes.get(&destination).ok_or(InnerStat::NoRoute)?;
+    let rule = rules.get(&destination).ok_or(InnerStat::NotAuthorized)?;
     if !rule.allows(&session.groups) {
         return Err(InnerStat::NotAuthorized);
     }
@@ -81,12 +93,15 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
         return Err(InnerStat::Fragment);
     }
     let l4 = ETH_HDR_LEN + header_len;
-    let (src_port, dst_port) =
+    let (src_port, dst_port, tcp_flags) =
         match transport(ctx, ip.protocol, l4, total_len - header_len, more_fragments) {
-            Ok(Transport::Tcp { src_port, dst_port } | Transport::Udp { src_port, dst_port }) => {
-                (src_port, dst_port)
-            }
-            Ok(Transport::Icmp { kind, id }) if kind == ICMP_ECHO_REQUEST => (id, [0, 0]),
+            Ok(Transport::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            }) => (src_port, dst_port, flags),
+            Ok(Transport::Udp { src_port, dst_port }) => (src_port, dst_port, 0),
+            Ok(Transport::Icmp { kind, id }) if kind == ICMP_ECHO_REQUEST => (id, [0, 0], 0),
             Ok(_) => return Err(InnerStat::Untranslatable),
             Err(()) => return Err(InnerStat::MalformedL4),
         };
@@ -98,7 +113,7 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
         protocol: ip.protocol,
         _pad: [0; 3],
     };
-    let (nat, created, port_changed) = mapping(&flow, route.snat_addr, session.peer_id)
+    let (nat, created, port_changed) = mapping(&flow, route.snat_addr, session.peer_id, tcp_flags)
         .map_err(|NatError::Exhausted| InnerStat::NatExhausted)?;
     if created {
         count(InnerStat::NatCreated);

@@ -41,6 +41,7 @@ pub fn mapping(
     flow: &FlowKey,
     snat_addr: [u8; 4],
     peer_id: u32,
+    tcp_flags: u8,
 ) -> Result<(NatOut, bool, bool), NatError> {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -50,13 +51,15 @@ pub fn mapping(
         let existing = unsafe { &mut *existing };
         if existing.nat_addr == snat_addr {
             existing.last_seen_ns = now;
+            existing.tcp_flags |= tcp_flags;
             return Ok((*existing, false, false));
         }
     }
     let reply = NatIn {
         client_addr: flow.src_addr,
         client_port: flow.src_port,
-        _pad: [0; 2],
+        tcp_flags: 0,
+        _pad: 0,
         peer_id,
         _pad2: 0,
         last_seen_ns: now,
@@ -93,7 +96,8 @@ pub fn mapping(
     let out = NatOut {
         nat_addr: snat_addr,
         nat_port: reverse.dst_port,
-        _pad: [0; 2],
+        tcp_flags,
+        _pad: 0,
         last_seen_ns: now,
     };
     if NAT_OUT.insert(flow, out, 0).is_err() {
@@ -103,14 +107,16 @@ pub fn mapping(
     Ok((out, true, reverse.dst_port != flow.src_port))
 }
 
-/// The reverse mapping for a reply flow as it arrives on a target ENI, refreshed.
+/// The reverse mapping for a reply flow as it arrives on a target ENI, refreshed and
+/// with the reply's TCP flags recorded.
 #[inline(always)]
-pub fn reverse(reply: &FlowKey) -> Option<NatIn> {
+pub fn reverse(reply: &FlowKey, tcp_flags: u8) -> Option<NatIn> {
     let entry = NAT_IN.get_ptr_mut(reply)?;
     // SAFETY: as in `mapping`: a map value, valid during this run.
     let entry = unsafe { &mut *entry };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     entry.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    entry.tcp_flags |= tcp_flags;
     Some(*entry)
 }
 
@@ -175,5 +181,110 @@ pub fn rewrite(
         }
         _ => return Err(()),
     }
+    Ok(())
+}
+
+/// ICMP types that carry the header of the packet they are about.
+pub const ICMP_DEST_UNREACHABLE: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+
+/// The reply flow an ICMP error arriving at a target ENI is about: the embedded packet
+/// is one we translated (source = NAT address and port), so its reverse is the key.
+/// Also returns the embedded IP header's offset and length.
+#[inline(always)]
+pub fn icmp_error_flow(ctx: &XdpContext, l4: usize) -> Option<(FlowKey, usize, usize)> {
+    let embedded = l4 + 8;
+    let ip = crate::packet::header_at::<Ipv4Hdr>(ctx, embedded)?;
+    if ip.version_ihl >> 4 != 4 {
+        return None;
+    }
+    let header_len = ((ip.version_ihl & 0x0f) as usize) * 4;
+    if header_len < 20 {
+        return None;
+    }
+    // The error quotes at least 8 bytes of the embedded L4 header: ports or echo id.
+    let ports: &[u8; 8] = crate::packet::header_at(ctx, embedded + header_len)?;
+    let (src_port, dst_port) = match ip.protocol {
+        IPPROTO_TCP | IPPROTO_UDP => ([ports[0], ports[1]], [ports[2], ports[3]]),
+        IPPROTO_ICMP => ([ports[4], ports[5]], [0, 0]),
+        _ => return None,
+    };
+    Some((
+        FlowKey {
+            src_addr: ip.dst,
+            dst_addr: ip.src,
+            src_port: dst_port,
+            dst_port: src_port,
+            protocol: ip.protocol,
+            _pad: [0; 3],
+        },
+        embedded,
+        header_len,
+    ))
+}
+
+/// Rewrites an ICMP error about a translated flow back to the client: the outer
+/// destination, the embedded source address and port (echo id), the embedded IP and L4
+/// checksums, and the ICMP checksum covering all of them. `Err` if a header vanished.
+#[inline(always)]
+pub fn rewrite_icmp_error(
+    ctx: &XdpContext,
+    l4: usize,
+    embedded: usize,
+    embedded_len: usize,
+    client_addr: [u8; 4],
+    client_port: [u8; 2],
+) -> Result<(), ()> {
+    // Outer destination: the NAT address becomes the client's.
+    let outer = header_at_mut::<Ipv4Hdr>(ctx, ETH_HDR_LEN).ok_or(())?;
+    let old_dst = outer.dst;
+    outer.dst = client_addr;
+    outer.check = replace32(outer.check, old_dst, client_addr);
+
+    // Every change below is inside the ICMP message, so its checksum follows each one.
+    let mut icmp_check = header_at_mut::<IcmpHdr>(ctx, l4).ok_or(())?.check;
+
+    let inner = header_at_mut::<Ipv4Hdr>(ctx, embedded).ok_or(())?;
+    let nat_addr = inner.src;
+    let protocol = inner.protocol;
+    inner.src = client_addr;
+    let old_check = inner.check;
+    inner.check = replace32(inner.check, nat_addr, client_addr);
+    icmp_check = replace32(icmp_check, nat_addr, client_addr);
+    icmp_check = replace16(icmp_check, old_check, inner.check);
+
+    let quoted = embedded + embedded_len;
+    match protocol {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let ports = header_at_mut::<[u8; 8]>(ctx, quoted).ok_or(())?;
+            let nat_port = [ports[0], ports[1]];
+            ports[0] = client_port[0];
+            ports[1] = client_port[1];
+            icmp_check = replace16(icmp_check, nat_port, client_port);
+            // The quoted L4 checksum, when the error carries it and it is in use.
+            let check_at = if protocol == IPPROTO_UDP { 6 } else { 16 };
+            if let Some(check) = header_at_mut::<[u8; 2]>(ctx, quoted + check_at)
+                && !(protocol == IPPROTO_UDP && *check == [0, 0])
+            {
+                let old = *check;
+                let new = replace16(replace32(old, nat_addr, client_addr), nat_port, client_port);
+                *check = new;
+                icmp_check = replace16(icmp_check, old, new);
+            }
+        }
+        IPPROTO_ICMP => {
+            let echo = header_at_mut::<IcmpHdr>(ctx, quoted).ok_or(())?;
+            let nat_id = [echo.rest[0], echo.rest[1]];
+            echo.rest[0] = client_port[0];
+            echo.rest[1] = client_port[1];
+            let old = echo.check;
+            echo.check = replace16(echo.check, nat_id, client_port);
+            icmp_check = replace16(icmp_check, nat_id, client_port);
+            icmp_check = replace16(icmp_check, old, echo.check);
+        }
+        _ => return Err(()),
+    }
+    header_at_mut::<IcmpHdr>(ctx, l4).ok_or(())?.check = icmp_check;
     Ok(())
 }

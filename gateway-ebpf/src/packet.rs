@@ -127,6 +127,8 @@ pub enum Transport {
     Tcp {
         src_port: [u8; 2],
         dst_port: [u8; 2],
+        /// The flags byte (FIN, SYN, RST, PSH, ACK, …).
+        flags: u8,
     },
     Udp {
         src_port: [u8; 2],
@@ -161,6 +163,7 @@ pub fn transport(
             Ok(Transport::Tcp {
                 src_port: tcp.src_port,
                 dst_port: tcp.dst_port,
+                flags: tcp.offset_flags[1],
             })
         }
         IPPROTO_UDP => {

@@ -12,7 +12,10 @@ use gateway_ebpf_common::{FlowKey, TargetStat};
 
 use crate::{
     forward::{Forwarded, forward},
-    nat::{End, reverse, rewrite},
+    nat::{
+        End, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, icmp_error_flow,
+        reverse, rewrite, rewrite_icmp_error,
+    },
     packet::{
         ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REPLY, Ipv4Hdr, Transport, fragment,
         header_at, ipv4_lengths, transport,
@@ -66,12 +69,22 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
         return miss();
     }
     let l4 = ETH_HDR_LEN + header_len;
-    let (src_port, dst_port) =
+    let (src_port, dst_port, tcp_flags) =
         match transport(ctx, ip.protocol, l4, total_len - header_len, more_fragments) {
-            Ok(Transport::Tcp { src_port, dst_port } | Transport::Udp { src_port, dst_port }) => {
-                (src_port, dst_port)
+            Ok(Transport::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            }) => (src_port, dst_port, flags),
+            Ok(Transport::Udp { src_port, dst_port }) => (src_port, dst_port, 0),
+            Ok(Transport::Icmp { kind, id }) if kind == ICMP_ECHO_REPLY => ([0, 0], id, 0),
+            Ok(Transport::Icmp { kind, .. })
+                if kind == ICMP_DEST_UNREACHABLE
+                    || kind == ICMP_TIME_EXCEEDED
+                    || kind == ICMP_PARAMETER_PROBLEM =>
+            {
+                return icmp_error(ctx, l4);
             }
-            Ok(Transport::Icmp { kind, id }) if kind == ICMP_ECHO_REPLY => ([0, 0], id),
             Ok(_) => return miss(),
             Err(()) => return Err(TargetStat::Drop),
         };
@@ -83,7 +96,7 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
         protocol: ip.protocol,
         _pad: [0; 3],
     };
-    let Some(client) = reverse(&reply) else {
+    let Some(client) = reverse(&reply, tcp_flags) else {
         return miss();
     };
     rewrite(
@@ -94,8 +107,37 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
         client.client_port,
     )
     .map_err(|()| TargetStat::Drop)?;
+    Ok(towards_client(ctx))
+}
+
+/// An ICMP error about a translated flow goes back to the client rewritten; one about
+/// anything else passes to the host untouched.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, l4: usize) -> Result<u32, TargetStat> {
+    let Some((about, embedded, embedded_len)) = icmp_error_flow(ctx, l4) else {
+        return miss();
+    };
+    let Some(client) = reverse(&about, 0) else {
+        return miss();
+    };
+    rewrite_icmp_error(
+        ctx,
+        l4,
+        embedded,
+        embedded_len,
+        client.client_addr,
+        client.client_port,
+    )
+    .map_err(|()| TargetStat::Drop)?;
+    count(TargetStat::IcmpError);
+    Ok(towards_client(ctx))
+}
+
+/// Counts a translated frame and forwards it towards the data plane.
+#[inline(always)]
+fn towards_client(ctx: &XdpContext) -> u32 {
     count(TargetStat::Translated);
-    Ok(match forward(ctx, &DATAPLANE_DEVS) {
+    match forward(ctx, &DATAPLANE_DEVS) {
         Forwarded::Redirected(action) => {
             count(TargetStat::Redirected);
             action
@@ -104,5 +146,5 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
             count(TargetStat::PassedToKernel);
             XDP_PASS
         }
-    })
+    }
 }

@@ -9,12 +9,15 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_ebpf_common::{
-    AUTHZ_MAP, AuthzValue, DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_PROGRAM,
+    AUTHZ_MAPS, AuthzValue, DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_PROGRAM,
     EDGE_STATS_MAP, EdgeConfig, EdgePeer, EdgeStat, FlowKey, INNER_PROGRAM, INNER_STATS_MAP,
-    InnerStat, MAX_LISTEN_PORTS, NAT_IN_MAP, NAT_OUT_MAP, NatIn, NatOut, ROUTES_MAP, RouteValue,
-    SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM, TARGET_STATS_MAP, TargetStat,
+    InnerStat, MAX_LISTEN_PORTS, NAT_IN_MAP, NAT_OUT_MAP, NatIn, NatOut, POLICY_GENERATION_MAP,
+    ROUTES_MAPS, RouteValue, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM,
+    TARGET_STATS_MAP, TargetStat,
 };
 use ipnet::Ipv4Net;
+
+use crate::nat::NatTimeouts;
 
 /// The BPF object holding every XDP program, built by `build.rs` for the BPF target.
 pub static XDP_OBJECT: &[u8] =
@@ -231,7 +234,10 @@ impl Edge {
 
 /// The policy programs, `inner` (decrypted client packets) and `target` (target ENIs),
 /// loaded together so that they share the session, route, authorization and NAT maps.
-pub struct Policy(Loaded);
+pub struct Policy(Loaded, Option<std::time::Instant>);
+
+/// How long a replaced rule set stays untouched after the switch away from it.
+const RULES_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Policy {
     /// Loads the object and verifies `inner` and `target`.
@@ -245,7 +251,7 @@ impl Policy {
             &[INNER_PROGRAM, TARGET_PROGRAM],
             &[(NAT_OUT_MAP, flows), (NAT_IN_MAP, flows)],
         )
-        .map(Self)
+        .map(|loaded| Self(loaded, None))
     }
 
     pub fn inner(&self) -> &Xdp {
@@ -290,30 +296,84 @@ impl Policy {
             .map_err(map_error(SESSIONS_MAP))
     }
 
-    /// Stops admitting packets from `lease`.
-    pub fn remove_session(&mut self, lease: Ipv4Addr) -> Result<(), XdpError> {
-        let mut map = HashMap::<_, [u8; 4], SessionInfo>::try_from(self.0.map_mut(SESSIONS_MAP)?)
-            .map_err(map_error(SESSIONS_MAP))?;
-        map.remove(&lease.octets()).map_err(map_error(SESSIONS_MAP))
+    /// Ends a session in the data path at once: packets from `lease` are dropped as
+    /// spoofed from now on, and every NAT mapping of the client is removed in both
+    /// directions, so replies to it miss. Returns how many flows were removed.
+    pub fn end_session(&mut self, lease: Ipv4Addr) -> Result<usize, XdpError> {
+        let mut sessions =
+            HashMap::<_, [u8; 4], SessionInfo>::try_from(self.0.map_mut(SESSIONS_MAP)?)
+                .map_err(map_error(SESSIONS_MAP))?;
+        match sessions.remove(&lease.octets()) {
+            Err(e) if !is_not_found(&e) => return Err(map_error(SESSIONS_MAP)(e)),
+            _ => {}
+        }
+        let client = lease.octets();
+        let flows: Vec<(FlowKey, NatIn)> = self
+            .nat_reverse()?
+            .into_iter()
+            .filter(|(_, back)| back.client_addr == client)
+            .collect();
+        for (reply, back) in &flows {
+            remove_if_present::<FlowKey, NatIn>(self.0.map_mut(NAT_IN_MAP)?, NAT_IN_MAP, reply)?;
+            let out = FlowKey {
+                src_addr: back.client_addr,
+                dst_addr: reply.src_addr,
+                src_port: back.client_port,
+                dst_port: reply.src_port,
+                protocol: reply.protocol,
+                _pad: [0; 3],
+            };
+            remove_if_present::<FlowKey, NatOut>(self.0.map_mut(NAT_OUT_MAP)?, NAT_OUT_MAP, &out)?;
+        }
+        Ok(flows.len())
     }
 
-    /// Adds or replaces the route for `destination`.
-    pub fn insert_route(
+    /// Puts a whole new set of routes and authorization entries in force at once: fills
+    /// the idle generation of the maps, then switches `inner` to it. No packet ever sees
+    /// a mix of the old and new sets. On error (e.g. more entries than the maps hold)
+    /// the rules in force stay as they were.
+    pub fn replace_rules(
         &mut self,
-        destination: Ipv4Net,
-        route: RouteValue,
+        routes: &[(Ipv4Net, RouteValue)],
+        authorization: &[(Ipv4Net, AuthzValue)],
     ) -> Result<(), XdpError> {
-        insert_lpm(self.0.map_mut(ROUTES_MAP)?, ROUTES_MAP, destination, route)
+        let active = self.generation()?;
+        let idle = 1 - active;
+        // A packet that read the previous generation just before the last switch may
+        // still be using the idle maps; XDP runs take microseconds, so wait a margin.
+        if let Some(switched) = self.1 {
+            let since = switched.elapsed();
+            if since < RULES_GRACE {
+                std::thread::sleep(RULES_GRACE - since);
+            }
+        }
+        refill_lpm(
+            self.0.map_mut(ROUTES_MAPS[idle])?,
+            ROUTES_MAPS[idle],
+            routes,
+        )?;
+        refill_lpm(
+            self.0.map_mut(AUTHZ_MAPS[idle])?,
+            AUTHZ_MAPS[idle],
+            authorization,
+        )?;
+        let mut generation = Array::<_, u32>::try_from(self.0.map_mut(POLICY_GENERATION_MAP)?)
+            .map_err(map_error(POLICY_GENERATION_MAP))?;
+        generation
+            .set(0, idle as u32, 0)
+            .map_err(map_error(POLICY_GENERATION_MAP))?;
+        self.1 = Some(std::time::Instant::now());
+        Ok(())
     }
 
-    /// Adds or replaces the authorization entry for `destination` (one per network, as
-    /// `policy::compile_authorization` produces them).
-    pub fn insert_authorization(
-        &mut self,
-        destination: Ipv4Net,
-        value: AuthzValue,
-    ) -> Result<(), XdpError> {
-        insert_lpm(self.0.map_mut(AUTHZ_MAP)?, AUTHZ_MAP, destination, value)
+    /// Which generation of routes and rules is in force (0 or 1).
+    fn generation(&mut self) -> Result<usize, XdpError> {
+        let generation = Array::<_, u32>::try_from(self.0.map_mut(POLICY_GENERATION_MAP)?)
+            .map_err(map_error(POLICY_GENERATION_MAP))?;
+        let g = generation
+            .get(&0, 0)
+            .map_err(map_error(POLICY_GENERATION_MAP))?;
+        Ok(usize::from(g == 1))
     }
 
     /// Lets `inner` redirect translated packets out of this target ENI. The kernel
@@ -351,12 +411,98 @@ impl Policy {
             .map_err(map_error(NAT_IN_MAP))
     }
 
+    /// Removes NAT mappings idle for longer than their timeout at `now_ns` (on the
+    /// `nat::monotonic_now_ns` clock), both directions together, and forward entries
+    /// whose reverse is gone (replies could not return through them; the next packet
+    /// makes a fresh pair). A flow refreshed between the read and the removal may be cut;
+    /// its next packet maps it again.
+    pub fn sweep_nat(&mut self, now_ns: u64, timeouts: &NatTimeouts) -> Result<NatSweep, XdpError> {
+        let reverse = self.nat_reverse()?;
+        let forward: std::collections::HashMap<FlowKey, NatOut> =
+            self.nat_mappings()?.into_iter().collect();
+        let mut sweep = NatSweep::default();
+        let mut paired = std::collections::HashSet::new();
+        for (reply, back) in &reverse {
+            let out_key = FlowKey {
+                src_addr: back.client_addr,
+                dst_addr: reply.src_addr,
+                src_port: back.client_port,
+                dst_port: reply.src_port,
+                protocol: reply.protocol,
+                _pad: [0; 3],
+            };
+            let out = forward
+                .get(&out_key)
+                .filter(|out| out.nat_addr == reply.dst_addr && out.nat_port == reply.dst_port);
+            if out.is_some() {
+                paired.insert(out_key);
+            }
+            let last = out.map_or(back.last_seen_ns, |o| o.last_seen_ns.max(back.last_seen_ns));
+            let timeout = timeouts.idle_timeout(
+                reply.protocol,
+                out.map_or(0, |o| o.tcp_flags),
+                back.tcp_flags,
+            );
+            if now_ns.saturating_sub(last) <= timeout.as_nanos() as u64 {
+                sweep.kept += 1;
+                continue;
+            }
+            remove_if_present::<FlowKey, NatIn>(self.0.map_mut(NAT_IN_MAP)?, NAT_IN_MAP, reply)?;
+            if out.is_some() {
+                remove_if_present::<FlowKey, NatOut>(
+                    self.0.map_mut(NAT_OUT_MAP)?,
+                    NAT_OUT_MAP,
+                    &out_key,
+                )?;
+            }
+            sweep.expired += 1;
+        }
+        for key in forward.keys().filter(|k| !paired.contains(*k)) {
+            remove_if_present::<FlowKey, NatOut>(self.0.map_mut(NAT_OUT_MAP)?, NAT_OUT_MAP, key)?;
+            sweep.orphans += 1;
+        }
+        Ok(sweep)
+    }
+
     /// Claims a reverse NAT entry directly (tests and the NAT sweeper's repairs).
     pub fn insert_nat_reverse(&mut self, reply: FlowKey, client: NatIn) -> Result<(), XdpError> {
         let mut map = HashMap::<_, FlowKey, NatIn>::try_from(self.0.map_mut(NAT_IN_MAP)?)
             .map_err(map_error(NAT_IN_MAP))?;
         map.insert(reply, client, 0).map_err(map_error(NAT_IN_MAP))
     }
+}
+
+/// Removes `key` from a hash map; a key already gone is not an error.
+fn remove_if_present<K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::Map,
+    name: &'static str,
+    key: &K,
+) -> Result<(), XdpError> {
+    let mut hash = HashMap::<&mut MapData, K, V>::try_from(map).map_err(map_error(name))?;
+    match hash.remove(key) {
+        Err(e) if !is_not_found(&e) => Err(map_error(name)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a map operation failed only because the key was not there.
+fn is_not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// What one NAT sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatSweep {
+    /// Flows still within their timeout.
+    pub kept: usize,
+    /// Flows removed for idling too long.
+    pub expired: usize,
+    /// Forward entries removed because their reverse entry was gone.
+    pub orphans: usize,
 }
 
 fn insert_device(
@@ -375,16 +521,26 @@ fn insert_device(
     })
 }
 
-fn insert_lpm<V: aya::Pod>(
+/// Empties an LPM trie and fills it with `entries` (host bits of each network cleared).
+fn refill_lpm<V: aya::Pod>(
     map: &mut aya::maps::Map,
     name: &'static str,
-    destination: Ipv4Net,
-    value: V,
+    entries: &[(Ipv4Net, V)],
 ) -> Result<(), XdpError> {
     let mut trie = LpmTrie::<&mut MapData, [u8; 4], V>::try_from(map).map_err(map_error(name))?;
-    let net = destination.trunc();
-    let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-    trie.insert(&key, value, 0).map_err(map_error(name))
+    let old: Vec<Key<[u8; 4]>> = trie
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_error(name))?;
+    for key in &old {
+        trie.remove(key).map_err(map_error(name))?;
+    }
+    for (destination, value) in entries {
+        let net = destination.trunc();
+        let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+        trie.insert(&key, *value, 0).map_err(map_error(name))?;
+    }
+    Ok(())
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, XdpError> {

@@ -130,6 +130,28 @@ pub mod frame {
         v
     }
 
+    /// An ICMP error (`kind`/`code`, e.g. 3/4 fragmentation needed with `rest` = next-hop
+    /// MTU) quoting `quoted` (the IP packet it is about, often cut after 8 bytes of L4).
+    pub fn icmp_error(
+        src: [u8; 4],
+        dst: [u8; 4],
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+        quoted: &[u8],
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+            .ipv4(src, dst, 64)
+            .icmpv4(etherparse::Icmpv4Type::Unknown {
+                type_u8: kind,
+                code_u8: code,
+                bytes5to8: rest,
+            });
+        let mut v = Vec::with_capacity(b.size(quoted.len()));
+        b.write(&mut v, quoted).expect("writing to a Vec");
+        v
+    }
+
     /// UDP in an IPv4 header that carries `options` (a multiple of 4 bytes, ≤ 40).
     pub fn udp_with_ip_options(
         src: [u8; 4],

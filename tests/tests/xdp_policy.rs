@@ -8,15 +8,19 @@
 use std::net::Ipv4Addr;
 
 use gateway::{
+    nat::{NatTimeouts, monotonic_now_ns},
     policy::{Access, AuthorizationRule, GroupId, compile_authorization, group_set},
     xdp::Policy,
 };
-use gateway_ebpf_common::{InnerStat, RouteValue, SessionInfo, TargetStat};
+use gateway_ebpf_common::{
+    AuthzValue, FlowKey, InnerStat, MAX_ROUTES, NatIn, RouteValue, SessionInfo, TargetStat,
+};
 use gateway_tests::{
     lab::{Lab, Netns},
     privilege,
     xdp::{self, RunOutput, Verdict, checksum, frame},
 };
+use ipnet::Ipv4Net;
 
 const DEV_LEASE: [u8; 4] = [10, 200, 0, 5];
 const MANAGER_LEASE: [u8; 4] = [10, 200, 0, 6];
@@ -49,23 +53,32 @@ fn loaded(nat_capacity: u32) -> Policy {
         };
         policy.insert_session(Ipv4Addr::from(lease), info).unwrap();
     }
-    for net in ["10.0.0.0/16", "172.16.0.0/24", "10.50.0.0/16"] {
-        let route = RouteValue {
-            target_ifindex: 7,
-            snat_addr: SNAT,
-        };
-        policy.insert_route(net.parse().unwrap(), route).unwrap();
-    }
-    let rules = [
+    policy.replace_rules(&routes(&[]), &rules()).unwrap();
+    policy
+}
+
+/// Routes to 10.0.0.0/16, 172.16.0.0/24, 10.50.0.0/16 and `extra`, all via one target
+/// ENI translating to 10.0.0.9.
+fn routes(extra: &[&str]) -> Vec<(Ipv4Net, RouteValue)> {
+    let route = RouteValue {
+        target_ifindex: 7,
+        snat_addr: SNAT,
+    };
+    ["10.0.0.0/16", "172.16.0.0/24", "10.50.0.0/16"]
+        .iter()
+        .chain(extra)
+        .map(|net| (net.parse().unwrap(), route))
+        .collect()
+}
+
+/// AWS's "more specific rule" scenario plus two all-users networks.
+fn rules() -> Vec<(Ipv4Net, AuthzValue)> {
+    compile_authorization(&[
         rule("10.0.0.0/16", Access::Group(g(DEV))),
         rule("10.0.2.119/32", Access::Group(g(MANAGER))),
         rule("172.16.0.0/24", Access::AllUsers),
         rule("10.50.0.0/16", Access::AllUsers),
-    ];
-    for (net, value) in compile_authorization(&rules) {
-        policy.insert_authorization(net, value).unwrap();
-    }
-    policy
+    ])
 }
 
 /// A test's own namespace, and the policy to run in it.
@@ -192,20 +205,10 @@ fn authorization_follows_the_most_specific_rule() {
         &tcp(DEV_LEASE, [192, 168, 1, 1], 40000),
         InnerStat::NoRoute,
     );
-    let mut policy = fx.policy;
-    policy
-        .insert_route(
-            "192.168.0.0/16".parse().unwrap(),
-            RouteValue {
-                target_ifindex: 7,
-                snat_addr: SNAT,
-            },
-        )
+    let mut fx = fx;
+    fx.policy
+        .replace_rules(&routes(&["192.168.0.0/16"]), &rules())
         .unwrap();
-    let fx = Fixture {
-        policy,
-        ..Fixture::new(16)
-    };
     fx.expect_drop(
         "route but no rule",
         &tcp(DEV_LEASE, [192, 168, 1, 1], 40000),
@@ -231,7 +234,7 @@ fn sources_other_than_a_live_lease_are_dropped() {
     );
     let f = tcp(DEV_LEASE, HOST, 40000);
     fx.expect_translated("live lease", &f, &tcp(SNAT, HOST, 40000));
-    fx.policy.remove_session(Ipv4Addr::from(DEV_LEASE)).unwrap();
+    fx.policy.end_session(Ipv4Addr::from(DEV_LEASE)).unwrap();
     fx.expect_drop("lease after the session ended", &f, InnerStat::Spoofed);
 }
 
@@ -286,17 +289,11 @@ fn mappings_are_reused_and_ports_kept_unless_taken() {
     let other_host = fx.inner(&tcp(MANAGER_LEASE, [10, 0, 2, 119], 40000));
     assert_eq!(src_port(&other_host.frame), 40000);
     // Another client, same port, same endpoint: the port is taken, another is chosen.
-    let mut rules_policy = fx.policy;
-    rules_policy
-        .insert_authorization("10.0.0.0/16".parse().unwrap(), {
-            compile_authorization(&[
-                rule("10.0.0.0/16", Access::Group(g(DEV))),
-                rule("10.0.0.0/16", Access::Group(g(MANAGER))),
-            ])[0]
-                .1
-        })
-        .unwrap();
-    fx.policy = rules_policy;
+    let shared = compile_authorization(&[
+        rule("10.0.0.0/16", Access::Group(g(DEV))),
+        rule("10.0.0.0/16", Access::Group(g(MANAGER))),
+    ]);
+    fx.policy.replace_rules(&routes(&[]), &shared).unwrap();
     let collided = fx.inner(&tcp(MANAGER_LEASE, HOST, 40000));
     assert_eq!(collided.verdict, Verdict::Pass);
     let port = src_port(&collided.frame);
@@ -525,4 +522,278 @@ fn translated_packets_with_a_known_next_hop_are_redirected() {
     dying[22] = 1;
     checksum::fix_ipv4_header(&mut dying);
     assert_eq!(fx.inner(&dying).verdict, Verdict::Pass);
+}
+
+#[test]
+fn rule_sets_are_replaced_whole_and_a_failed_replace_changes_nothing() {
+    if !privilege::check("rule_sets_are_replaced_whole_and_a_failed_replace_changes_nothing") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    let to_host = tcp(MANAGER_LEASE, HOST, 40000);
+    let managers = compile_authorization(&[rule("10.0.0.0/16", Access::Group(g(MANAGER)))]);
+    for round in 0..20 {
+        let allowed = round % 2 == 0;
+        let set = if allowed { &managers } else { &rules() };
+        fx.policy.replace_rules(&routes(&[]), set).unwrap();
+        let out = fx.inner(&to_host);
+        let want = if allowed {
+            Verdict::Pass
+        } else {
+            Verdict::Drop
+        };
+        assert_eq!(out.verdict, want, "round {round}");
+    }
+    // Round 19 left the original rules in force; a set too large for the maps fails
+    // and leaves them in force.
+    let too_many: Vec<(Ipv4Net, RouteValue)> = (0..=MAX_ROUTES)
+        .map(|i| {
+            let net = Ipv4Net::new(Ipv4Addr::from(0x0b00_0000 + (i << 8)), 24).unwrap();
+            (
+                net,
+                RouteValue {
+                    target_ifindex: 7,
+                    snat_addr: SNAT,
+                },
+            )
+        })
+        .collect();
+    assert!(fx.policy.replace_rules(&too_many, &managers).is_err());
+    fx.expect_drop(
+        "rules in force after a failed replace",
+        &to_host,
+        InnerStat::NotAuthorized,
+    );
+    fx.expect_translated(
+        "still routed",
+        &tcp(DEV_LEASE, HOST, 40001),
+        &tcp(SNAT, HOST, 40001),
+    );
+}
+
+#[test]
+fn ending_a_session_removes_its_nat_state_and_only_its() {
+    if !privilege::check("ending_a_session_removes_its_nat_state_and_only_its") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    fx.inner(&tcp(DEV_LEASE, HOST, 40000));
+    fx.inner(&frame::udp(DEV_LEASE, HOST, 40000, 53, b"q"));
+    fx.inner(&frame::icmp_echo(DEV_LEASE, HOST, 9, 1, b""));
+    fx.inner(&tcp(MANAGER_LEASE, [10, 0, 2, 119], 40000));
+    assert_eq!(fx.policy.nat_mappings().unwrap().len(), 4);
+
+    assert_eq!(fx.policy.end_session(Ipv4Addr::from(DEV_LEASE)).unwrap(), 3);
+    let left = fx.policy.nat_mappings().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0.src_addr, MANAGER_LEASE);
+    assert_eq!(fx.policy.nat_reverse().unwrap().len(), 1);
+    // A reply to the ended session misses and passes untouched; the other still maps.
+    let stale = frame::tcp(HOST, SNAT, 443, 40000, b"late");
+    assert_eq!(fx.target(&stale).frame, stale);
+    let live = frame::tcp([10, 0, 2, 119], SNAT, 443, 40000, b"ok");
+    assert_eq!(
+        fx.target(&live).frame,
+        frame::tcp([10, 0, 2, 119], MANAGER_LEASE, 443, 40000, b"ok")
+    );
+    fx.expect_drop(
+        "packet of the ended session",
+        &tcp(DEV_LEASE, HOST, 40000),
+        InnerStat::Spoofed,
+    );
+    // Ending it again is harmless.
+    assert_eq!(fx.policy.end_session(Ipv4Addr::from(DEV_LEASE)).unwrap(), 0);
+}
+
+/// The IP packet inside an Ethernet frame.
+fn ip_packet(f: &[u8]) -> &[u8] {
+    &f[14..]
+}
+
+#[test]
+fn icmp_errors_about_translated_flows_go_back_to_the_client() {
+    if !privilege::check("icmp_errors_about_translated_flows_go_back_to_the_client") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    let shared = compile_authorization(&[
+        rule("10.0.0.0/16", Access::Group(g(DEV))),
+        rule("10.0.0.0/16", Access::Group(g(MANAGER))),
+    ]);
+    fx.policy.replace_rules(&routes(&[]), &shared).unwrap();
+    // The manager's UDP flow collides with the dev's and gets another port.
+    let dev_udp = frame::udp(DEV_LEASE, HOST, 40000, 53, b"query");
+    let manager_udp = frame::udp(MANAGER_LEASE, HOST, 40000, 53, b"query");
+    let dev_out = fx.inner(&dev_udp).frame;
+    let manager_out = fx.inner(&manager_udp).frame;
+    let manager_port = src_port(&manager_out);
+    assert_ne!(manager_port, 40000);
+    let tcp_out = fx
+        .inner(&frame::tcp(DEV_LEASE, HOST, 40001, 443, &[1; 40]))
+        .frame;
+    let echo_out = fx
+        .inner(&frame::icmp_echo(DEV_LEASE, HOST, 0x55, 3, b"ping"))
+        .frame;
+
+    let unreachable =
+        |dst: [u8; 4], quoted: &[u8]| frame::icmp_error(HOST, dst, 3, 3, [0; 4], quoted);
+    let frag_needed = |dst: [u8; 4], quoted: &[u8]| {
+        frame::icmp_error(HOST, dst, 3, 4, [0, 0, 0x05, 0x78], quoted)
+    };
+    let expired = |dst: [u8; 4], quoted: &[u8]| frame::icmp_error(HOST, dst, 11, 0, [0; 4], quoted);
+    let client_tcp = frame::tcp(DEV_LEASE, HOST, 40001, 443, &[1; 40]);
+    let client_echo = frame::icmp_echo(DEV_LEASE, HOST, 0x55, 3, b"ping");
+    let cases = [
+        (
+            "port unreachable, whole datagram",
+            unreachable(SNAT, ip_packet(&dev_out)),
+            unreachable(DEV_LEASE, ip_packet(&dev_udp)),
+        ),
+        (
+            "port unreachable, moved port",
+            unreachable(SNAT, ip_packet(&manager_out)),
+            unreachable(MANAGER_LEASE, ip_packet(&manager_udp)),
+        ),
+        (
+            "fragmentation needed, 8 bytes of tcp",
+            frag_needed(SNAT, &ip_packet(&tcp_out)[..28]),
+            frag_needed(DEV_LEASE, &ip_packet(&client_tcp)[..28]),
+        ),
+        (
+            "fragmentation needed, tcp with checksum",
+            frag_needed(SNAT, &ip_packet(&tcp_out)[..40]),
+            frag_needed(DEV_LEASE, &ip_packet(&client_tcp)[..40]),
+        ),
+        (
+            "time exceeded for an echo",
+            expired(SNAT, ip_packet(&echo_out)),
+            expired(DEV_LEASE, ip_packet(&client_echo)),
+        ),
+    ];
+    for (name, error, expected) in &cases {
+        let out = fx.target(error);
+        assert_eq!(out.verdict, Verdict::Pass, "{name}");
+        assert!(
+            checksum::ipv4_header_ok(&out.frame),
+            "{name}: outer IP checksum"
+        );
+        assert!(checksum::l4_ok(&out.frame), "{name}: ICMP checksum");
+        assert!(
+            checksum::ipv4_header_ok(&out.frame[28..]),
+            "{name}: quoted IP checksum"
+        );
+        assert_eq!(xdp::hex(&out.frame), xdp::hex(expected), "{name}");
+    }
+    // About a flow we never translated, or with a quote too short to hold ports: the
+    // host gets it untouched.
+    let stranger = frame::udp(SNAT, HOST, 40999, 53, b"x");
+    for (name, f) in [
+        ("unknown flow", unreachable(SNAT, ip_packet(&stranger))),
+        (
+            "quote without ports",
+            unreachable(SNAT, &ip_packet(&dev_out)[..24]),
+        ),
+    ] {
+        let out = fx.target(&f);
+        assert_eq!(out.verdict, Verdict::Pass, "{name}");
+        assert_eq!(out.frame, f, "{name}");
+    }
+    let stats = fx.policy.target_stats().unwrap();
+    assert_eq!(stats.get(TargetStat::IcmpError), 5, "{stats}");
+    assert_eq!(stats.get(TargetStat::Miss), 2, "{stats}");
+}
+
+fn tcp_flags(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = frame::tcp(src, dst, sport, dport, b"");
+    f[47] = flags;
+    // Recompute the TCP checksum from scratch for the new flags.
+    f[50..52].fill(0);
+    let mut pseudo = 0u32;
+    for c in f[26..34].chunks_exact(2) {
+        pseudo += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    pseudo += 6 + 20;
+    let sum = !checksum::ones_complement_sum(&f[34..54], pseudo);
+    f[50..52].copy_from_slice(&sum.to_be_bytes());
+    assert!(checksum::l4_ok(&f));
+    f
+}
+
+#[test]
+fn nat_mappings_expire_by_protocol_and_tcp_state() {
+    if !privilege::check("nat_mappings_expire_by_protocol_and_tcp_state") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    let (syn, ack, rst, synack) = (0x02, 0x10, 0x04, 0x12);
+    // Established: SYN out, SYN-ACK back, ACK out.
+    fx.inner(&tcp_flags(DEV_LEASE, HOST, 41000, 443, syn));
+    fx.target(&tcp_flags(HOST, SNAT, 443, 41000, synack));
+    fx.inner(&tcp_flags(DEV_LEASE, HOST, 41000, 443, ack));
+    // Reset by the remote end.
+    fx.inner(&tcp_flags(DEV_LEASE, HOST, 41001, 443, syn));
+    fx.target(&tcp_flags(HOST, SNAT, 443, 41001, rst));
+    // Never answered.
+    fx.inner(&tcp_flags(DEV_LEASE, HOST, 41002, 443, syn));
+    fx.inner(&frame::udp(DEV_LEASE, HOST, 41003, 53, b"q"));
+    fx.inner(&frame::icmp_echo(DEV_LEASE, HOST, 41004, 1, b""));
+    // A reverse entry without its forward half, last seen long ago.
+    let orphan = FlowKey {
+        src_addr: HOST,
+        dst_addr: SNAT,
+        src_port: 53u16.to_be_bytes(),
+        dst_port: 9u16.to_be_bytes(),
+        protocol: 17,
+        _pad: [0; 3],
+    };
+    fx.policy
+        .insert_nat_reverse(
+            orphan,
+            NatIn {
+                client_addr: DEV_LEASE,
+                client_port: 9u16.to_be_bytes(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+    let t = NatTimeouts::default();
+    let now = monotonic_now_ns();
+    let at = |d: std::time::Duration| now + d.as_nanos() as u64 + 1_000_000_000;
+    let live_ports = |fx: &mut Fixture| {
+        let mut p: Vec<u16> = fx
+            .policy
+            .nat_mappings()
+            .unwrap()
+            .iter()
+            .map(|(f, _)| u16::from_be_bytes(f.src_port))
+            .collect();
+        p.sort();
+        p
+    };
+    let sweep = fx.policy.sweep_nat(now, &t).unwrap();
+    assert_eq!(
+        (sweep.kept, sweep.expired, sweep.orphans),
+        (5, 1, 0),
+        "only the stale orphan goes at once"
+    );
+    assert_eq!(live_ports(&mut fx), [41000, 41001, 41002, 41003, 41004]);
+    fx.policy.sweep_nat(at(t.tcp_reset), &t).unwrap();
+    assert_eq!(live_ports(&mut fx), [41000, 41002, 41003, 41004], "reset");
+    fx.policy.sweep_nat(at(t.icmp), &t).unwrap();
+    assert_eq!(live_ports(&mut fx), [41000, 41002, 41003], "icmp");
+    fx.policy.sweep_nat(at(t.tcp_transitory), &t).unwrap();
+    assert_eq!(live_ports(&mut fx), [41000, 41003], "unanswered syn");
+    fx.policy.sweep_nat(at(t.udp), &t).unwrap();
+    assert_eq!(live_ports(&mut fx), [41000], "udp");
+    let sweep = fx.policy.sweep_nat(at(t.tcp_established), &t).unwrap();
+    assert_eq!(sweep.expired, 1);
+    assert!(fx.policy.nat_mappings().unwrap().is_empty());
+    assert!(fx.policy.nat_reverse().unwrap().is_empty());
+    // The flow maps again with its next packet.
+    fx.expect_translated(
+        "after expiry",
+        &tcp(DEV_LEASE, HOST, 41000),
+        &tcp(SNAT, HOST, 41000),
+    );
 }

@@ -163,16 +163,16 @@ fn real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing() {
         target_ifindex: eth1,
         snat_addr: GW_TARGET.parse::<Ipv4Addr>().unwrap().octets(),
     };
-    policy
-        .insert_route("10.10.0.0/24".parse().unwrap(), route)
-        .unwrap();
     let rules = [AuthorizationRule {
         destination: "10.10.0.10/32".parse().unwrap(),
         access: Access::Group(GroupId::new(1).unwrap()),
     }];
-    for (net, value) in compile_authorization(&rules) {
-        policy.insert_authorization(net, value).unwrap();
-    }
+    policy
+        .replace_rules(
+            &[("10.10.0.0/24".parse().unwrap(), route)],
+            &compile_authorization(&rules),
+        )
+        .unwrap();
     // Devmaps resolve ifindexes in the namespace of the thread that updates them.
     gw.run_in(|| {
         policy.insert_target_device(eth1).unwrap();
