@@ -3,11 +3,14 @@
 //! bytes and `now` in and take bytes out. The reliability layer, TLS and the session
 //! state machine build on these layers.
 
+pub mod cookie;
 pub mod data;
 pub mod framing;
 pub mod key_method;
 pub mod keys;
 pub mod packet;
+pub mod push;
+pub mod reliable;
 pub mod replay;
 pub mod static_key;
 pub mod wrap;
