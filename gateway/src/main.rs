@@ -1,13 +1,17 @@
 //! `gateway`: the VPN gateway binary.
 
 use std::{
+    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use gateway::xdp::{AttachMode, Edge};
+use gateway::{
+    config::Config,
+    xdp::{AttachMode, Edge},
+};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +25,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate a configuration file, and the files and interfaces it names; print a
+    /// summary, or every problem with its key. Exits non-zero on any problem.
+    Check {
+        /// The TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only validate the file itself (not the PKI files and interfaces it names).
+        #[arg(long)]
+        file_only: bool,
+    },
     /// Attach the `edge` XDP program to an interface and print its counters every
     /// interval until the duration ends (a diagnostic for the public ENI).
     XdpWatch {
@@ -39,8 +53,19 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Check { config, file_only } => check(&config, file_only),
         Command::XdpWatch {
             interface,
             mode,
@@ -62,5 +87,43 @@ fn xdp_watch(interface: &str, mode: AttachMode, seconds: u64, interval_ms: u64) 
         let stats = edge.stats()?;
         println!("t={:>5.1}s {stats}", started.elapsed().as_secs_f64());
     }
+    Ok(())
+}
+
+fn check(path: &Path, file_only: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    if !file_only && let Err(problems) = config.check_system() {
+        let mut msg = format!(
+            "{}: {} problem(s) on this machine",
+            path.display(),
+            problems.len()
+        );
+        for p in problems {
+            msg.push_str(&format!("\n  {p}"));
+        }
+        bail!(msg);
+    }
+    let e = &config.endpoint;
+    let listen: Vec<String> = e.listen.iter().map(ToString::to_string).collect();
+    println!("{}: valid", path.display());
+    println!(
+        "  endpoint {:?} on {} ({})",
+        e.name,
+        e.public_interface,
+        listen.join(", ")
+    );
+    println!(
+        "  client CIDR {} ({} tunnel), session timeout {} h",
+        e.client_cidr,
+        if e.split_tunnel { "split" } else { "full" },
+        e.session_timeout.as_secs() / 3600
+    );
+    println!(
+        "  {} target(s), {} route(s), {} authorization rule(s), {} group(s)",
+        config.targets.len(),
+        config.routes.len(),
+        config.authorization.len(),
+        config.groups.len()
+    );
     Ok(())
 }

@@ -1,0 +1,263 @@
+//! The gateway's TOML configuration, parsed and validated once into typed structs. Every
+//! error names the key it is about and says what was expected.
+
+mod raw;
+mod validate;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::Ipv4Net;
+
+use crate::policy::{AuthorizationRule, GroupId};
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub endpoint: Endpoint,
+    pub tls: Tls,
+    pub targets: Vec<Target>,
+    pub routes: Vec<Route>,
+    /// Authorization rules with groups numbered (see [`Groups`]).
+    pub authorization: Vec<AuthorizationRule>,
+    pub groups: Groups,
+    pub dataplane: Dataplane,
+}
+
+/// `[endpoint]`: what AWS calls the Client VPN endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub name: String,
+    pub public_interface: String,
+    pub listen: Vec<Listen>,
+    pub client_cidr: Ipv4Net,
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Push the routes only (true) or redirect all traffic (false, AWS's default).
+    pub split_tunnel: bool,
+    pub session_timeout: Duration,
+    pub disconnect_on_session_timeout: bool,
+    pub login_banner: Option<String>,
+    pub client_to_client: bool,
+}
+
+/// A transport and port the gateway listens on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Listen {
+    pub transport: Transport,
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = match self.transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        write!(f, "{t}/{}", self.port)
+    }
+}
+
+/// `[tls]`: the PKI files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_ca: PathBuf,
+    pub crl: Option<PathBuf>,
+    pub tls_crypt_key: Option<PathBuf>,
+    pub groups_from_certificate_ou: bool,
+}
+
+/// `[[target]]`: a target network association (the ENI in the associated subnet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub interface: String,
+}
+
+/// `[[route]]`: destination network → target interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Ipv4Net,
+    pub target: String,
+}
+
+/// Group names numbered for the XDP group bitmaps, and the members from `[groups]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Groups {
+    /// Index = group number.
+    names: Vec<String>,
+    /// Common name → its groups.
+    members: BTreeMap<String, Vec<GroupId>>,
+}
+
+impl Groups {
+    /// The number of a group, if the configuration names it.
+    pub fn id(&self, name: &str) -> Option<GroupId> {
+        let i = self.names.iter().position(|n| n == name)?;
+        GroupId::new(u16::try_from(i).ok()?)
+    }
+
+    pub fn name(&self, id: GroupId) -> Option<&str> {
+        self.names.get(usize::from(id.get())).map(String::as_str)
+    }
+
+    /// Groups `[groups]` gives a certificate common name.
+    pub fn of_common_name(&self, common_name: &str) -> &[GroupId] {
+        self.members.get(common_name).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// `[dataplane]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dataplane {
+    pub mode: DataplaneMode,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    pub pin: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataplaneMode {
+    Sockets,
+    AfXdp,
+    /// The fastest mode that works on the interfaces.
+    Auto,
+}
+
+/// One problem in a configuration: the key (`route[2].destination`) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration, in file order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub source_name: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} problem{}",
+            self.source_name,
+            self.errors.len(),
+            if self.errors.len() == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path` (no system checks: see
+    /// [`Config::check_system`]).
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source_name: path.display().to_string(),
+            errors: vec![ConfigError {
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, ConfigErrors> {
+        let fail = |errors| ConfigErrors {
+            source_name: source_name.to_string(),
+            errors,
+        };
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            fail(vec![ConfigError {
+                key: String::new(),
+                message: e.to_string().trim_end().to_string(),
+            }])
+        })?;
+        validate::validate(raw).map_err(fail)
+    }
+
+    /// Checks what the file cannot tell: the PKI files exist and are readable and the
+    /// interfaces exist (in this network namespace).
+    pub fn check_system(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let files = [
+            ("tls.server_cert", Some(&self.tls.server_cert)),
+            ("tls.server_key", Some(&self.tls.server_key)),
+            ("tls.client_ca", Some(&self.tls.client_ca)),
+            ("tls.crl", self.tls.crl.as_ref()),
+            ("tls.tls_crypt_key", self.tls.tls_crypt_key.as_ref()),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path
+                && let Err(e) = std::fs::File::open(path)
+            {
+                errors.push(ConfigError {
+                    key: key.into(),
+                    message: format!("cannot open {}: {e}", path.display()),
+                });
+            }
+        }
+        let interfaces = std::iter::once((
+            "endpoint.public_interface".to_string(),
+            &self.endpoint.public_interface,
+        ))
+        .chain(
+            self.targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("target[{i}].interface"), &t.interface)),
+        );
+        for (key, name) in interfaces {
+            if !Path::new("/sys/class/net").join(name).exists() {
+                errors.push(ConfigError {
+                    key,
+                    message: format!("no network interface named {name:?} here"),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! The TOML file as written: serde structs with defaults and no unknown keys. Only
+//! `config::validate` reads these; the rest of the gateway sees the typed `Config`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub endpoint: RawEndpoint,
+    pub tls: RawTls,
+    #[serde(default)]
+    pub target: Vec<RawTarget>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub authorize: Vec<RawAuthorize>,
+    /// Group name → common names of its members.
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub dataplane: RawDataplane,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub name: String,
+    #[serde(default = "default_public_interface")]
+    pub public_interface: String,
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub allow_nonstandard_ports: bool,
+    #[serde(default = "default_client_cidr")]
+    pub client_cidr: String,
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+    #[serde(default)]
+    pub split_tunnel: bool,
+    #[serde(default = "default_session_timeout_hours")]
+    pub session_timeout_hours: u32,
+    #[serde(default = "default_true")]
+    pub disconnect_on_session_timeout: bool,
+    #[serde(default)]
+    pub login_banner: Option<String>,
+    #[serde(default)]
+    pub client_to_client: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_ca: String,
+    #[serde(default)]
+    pub crl: Option<String>,
+    #[serde(default)]
+    pub tls_crypt_key: Option<String>,
+    /// Also take groups from the client certificate's OU attributes.
+    #[serde(default)]
+    pub groups_from_certificate_ou: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub interface: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub destination: String,
+    pub target: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorize {
+    pub destination: String,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub all_users: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataplane {
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default = "default_true")]
+    pub pin: bool,
+}
+
+impl Default for RawDataplane {
+    fn default() -> Self {
+        Self {
+            mode: default_mode(),
+            workers: 0,
+            pin: true,
+        }
+    }
+}
+
+fn default_public_interface() -> String {
+    "eth0".into()
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["udp/443".into()]
+}
+
+fn default_client_cidr() -> String {
+    "10.200.0.0/22".into()
+}
+
+fn default_session_timeout_hours() -> u32 {
+    24
+}
+
+fn default_mode() -> String {
+    "auto".into()
+}
+
+fn default_true() -> bool {
+    true
+}
