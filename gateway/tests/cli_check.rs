@@ -52,22 +52,32 @@ fn a_valid_file_is_summarised_and_problems_are_listed_with_their_keys() {
     std::fs::create_dir_all(&dir).unwrap();
 
     let good = write_config(&dir, "10.0.0.0/16");
-    let (ok, stdout, stderr) = gateway(&["check", "--config", good.to_str().unwrap(), "--file-only"]);
+    let (ok, stdout, stderr) =
+        gateway(&["check", "--config", good.to_str().unwrap(), "--file-only"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("valid"), "{stdout}");
     assert!(stdout.contains("udp/443, tcp/443"), "{stdout}");
-    assert!(stdout.contains("1 route(s), 1 authorization rule(s)"), "{stdout}");
+    assert!(
+        stdout.contains("1 route(s), 1 authorization rule(s)"),
+        "{stdout}"
+    );
 
     // The system check finds that the target interface does not exist here.
     let (ok, _, stderr) = gateway(&["check", "--config", good.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("target[0].interface: no network interface named \"lo-target\""), "{stderr}");
+    assert!(
+        stderr.contains("target[0].interface: no network interface named \"lo-target\""),
+        "{stderr}"
+    );
     assert!(!stderr.contains("backtrace"), "{stderr}");
 
     let bad = write_config(&dir, "10.200.1.0/24");
     let (ok, _, stderr) = gateway(&["check", "--config", bad.to_str().unwrap(), "--file-only"]);
     assert!(!ok);
     assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(stderr.contains("route[0].destination: 10.200.1.0/24 overlaps endpoint.client_cidr"), "{stderr}");
+    assert!(
+        stderr.contains("route[0].destination: 10.200.1.0/24 overlaps endpoint.client_cidr"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
