@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use gateway::{
     config::Config,
+    pki::Pki,
     xdp::{AttachMode, Edge},
 };
 
@@ -25,6 +26,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write the .ovpn profile stock OpenVPN clients import to reach this gateway.
+    ExportClient {
+        #[arg(long)]
+        config: PathBuf,
+        /// Client certificate to inline (with --key): a ready-to-use profile.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Client key to inline (with --cert).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// CA that signed the server certificate [default: tls.client_ca].
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Host clients connect to; repeat for several [default: endpoint.remote_hosts].
+        #[arg(long)]
+        remote: Vec<String>,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// A small PKI for people without their own: CA, server and client certificates,
+    /// CRL and tls-crypt key in one directory.
+    Pki {
+        #[command(subcommand)]
+        action: PkiAction,
+    },
     /// Validate a configuration file, and the files and interfaces it names; print a
     /// summary, or every problem with its key. Exits non-zero on any problem.
     Check {
@@ -53,6 +80,45 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PkiAction {
+    /// Create the CA, the server certificate, the tls-crypt key and an empty CRL.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The server's name: its certificate's common name and DNS name, which
+        /// exported profiles check with verify-x509-name.
+        #[arg(long)]
+        server_name: String,
+        #[arg(long, default_value = "gateway CA")]
+        ca_name: String,
+    },
+    /// Issue a client certificate (common name NAME, optional group as its OU).
+    Client {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Revoke a certificate and write a new CRL.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+    },
+    /// Write a fresh CRL (do this before the current one expires).
+    Crl {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// List the certificates issued.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     match run(Cli::parse().command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -66,6 +132,15 @@ fn main() -> std::process::ExitCode {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Check { config, file_only } => check(&config, file_only),
+        Command::Pki { action } => pki(action),
+        Command::ExportClient {
+            config,
+            cert,
+            key,
+            ca,
+            remote,
+            output,
+        } => export_client(&config, cert.zip(key), ca, remote, output),
         Command::XdpWatch {
             interface,
             mode,
@@ -125,5 +200,116 @@ fn check(path: &Path, file_only: bool) -> Result<()> {
         config.authorization.len(),
         config.groups.len()
     );
+    Ok(())
+}
+
+fn pki(action: PkiAction) -> Result<()> {
+    match action {
+        PkiAction::Init {
+            dir,
+            server_name,
+            ca_name,
+        } => {
+            let pki = Pki::init(&dir, &ca_name, &server_name)?;
+            println!("created in {}:", dir.display());
+            for (what, path) in [
+                ("CA certificate", pki.ca_cert()),
+                ("CA key", pki.ca_key()),
+                ("server certificate", pki.server_cert()),
+                ("server key", pki.server_key()),
+                ("CRL", pki.crl()),
+                ("tls-crypt key", pki.tls_crypt_key()),
+            ] {
+                println!("  {what:<19} {}", path.display());
+            }
+        }
+        PkiAction::Client { dir, name, group } => {
+            let pki = Pki::open(&dir)?;
+            let issued = pki.issue_client(&name, group.as_deref())?;
+            println!(
+                "issued {} (serial {}): {} {}",
+                issued.name,
+                issued.serial,
+                pki.client_cert(&name).display(),
+                pki.client_key(&name).display()
+            );
+        }
+        PkiAction::Revoke { dir, name } => {
+            let pki = Pki::open(&dir)?;
+            pki.revoke(&name)?;
+            println!("revoked {name}; new CRL at {}", pki.crl().display());
+        }
+        PkiAction::Crl { dir } => {
+            let pki = Pki::open(&dir)?;
+            pki.refresh_crl()?;
+            println!("new CRL at {}", pki.crl().display());
+        }
+        PkiAction::List { dir } => {
+            for c in Pki::open(&dir)?.list()? {
+                println!(
+                    "{:<24} {:<6} {} {}{}",
+                    c.name,
+                    format!("{:?}", c.kind).to_lowercase(),
+                    c.serial,
+                    c.group
+                        .as_deref()
+                        .map(|g| format!("group={g} "))
+                        .unwrap_or_default(),
+                    if c.revoked { "REVOKED" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+fn export_client(
+    config_path: &Path,
+    client: Option<(PathBuf, PathBuf)>,
+    ca: Option<PathBuf>,
+    remote: Vec<String>,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let ca_pem = read(ca.as_deref().unwrap_or(&config.tls.client_ca), "the CA")?;
+    let server_pem = read(&config.tls.server_cert, "tls.server_cert")?;
+    let server_name = gateway::pki::common_name(&server_pem).map_err(|e| {
+        anyhow::anyhow!("tls.server_cert {}: {e}", config.tls.server_cert.display())
+    })?;
+    let tls_crypt = match &config.tls.tls_crypt_key {
+        Some(p) => Some(read(p, "tls.tls_crypt_key")?),
+        None => None,
+    };
+    let client = match &client {
+        Some((cert, key)) => Some((read(cert, "--cert")?, read(key, "--key")?)),
+        None => None,
+    };
+    let remote_hosts = if remote.is_empty() {
+        config.endpoint.remote_hosts.clone()
+    } else {
+        remote
+    };
+    let profile = gateway::export::client_profile(
+        &config,
+        &gateway::export::ProfileInputs {
+            remote_hosts: &remote_hosts,
+            ca_pem: &ca_pem,
+            server_name: &server_name,
+            tls_crypt_key: tls_crypt.as_deref(),
+            client: client.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        },
+    )?;
+    match output {
+        Some(path) => {
+            std::fs::write(&path, profile)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{profile}"),
+    }
     Ok(())
 }

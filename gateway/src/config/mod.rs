@@ -43,6 +43,8 @@ pub struct Endpoint {
     pub disconnect_on_session_timeout: bool,
     pub login_banner: Option<String>,
     pub client_to_client: bool,
+    /// Host names or addresses clients connect to, for exported profiles.
+    pub remote_hosts: Vec<String>,
 }
 
 /// A transport and port the gateway listens on.

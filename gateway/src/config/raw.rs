@@ -45,6 +45,8 @@ pub struct RawEndpoint {
     pub login_banner: Option<String>,
     #[serde(default)]
     pub client_to_client: bool,
+    #[serde(default)]
+    pub remote_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -168,6 +168,17 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
             ),
         );
     }
+    for (i, host) in raw.remote_hosts.iter().enumerate() {
+        if host.is_empty()
+            || host.len() > 253
+            || host.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            p.add(
+                format!("endpoint.remote_hosts[{i}]"),
+                format!("{host:?} is not a host name or address"),
+            );
+        }
+    }
     Some(Endpoint {
         name: raw.name.trim().to_string(),
         public_interface: raw.public_interface.clone(),
@@ -179,6 +190,7 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
         disconnect_on_session_timeout: raw.disconnect_on_session_timeout,
         login_banner: raw.login_banner.clone(),
         client_to_client: raw.client_to_client,
+        remote_hosts: raw.remote_hosts.clone(),
     })
 }
 
