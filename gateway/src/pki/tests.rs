@@ -111,7 +111,7 @@ fn clients_carry_their_groups_and_revocation_reaches_the_crl() {
         .iter_revoked_certificates()
         .map(|r| hex(r.raw_serial()))
         .collect();
-    assert_eq!(serials, [alice.serial.clone()]);
+    assert_eq!(serials, std::slice::from_ref(&alice.serial));
 
     let listed = pki.list().unwrap();
     assert_eq!(
