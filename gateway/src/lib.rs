@@ -3,6 +3,8 @@
 //! NAT expiry policy.
 
 pub mod config;
+pub mod control;
+pub mod dataplane;
 pub mod export;
 pub mod nat;
 pub mod pki;
