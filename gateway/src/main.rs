@@ -167,7 +167,21 @@ fn xdp_watch(interface: &str, mode: AttachMode, seconds: u64, interval_ms: u64) 
 
 fn check(path: &Path, file_only: bool) -> Result<()> {
     let config = Config::load(path)?;
-    if !file_only && let Err(problems) = config.check_system() {
+    let problems = if file_only {
+        Vec::new()
+    } else {
+        let mut problems = config.check_system().err().unwrap_or_default();
+        // Files that do not open are reported once, not again as unparsable.
+        if problems.iter().all(|p| !p.key.starts_with("tls.")) {
+            problems.extend(
+                gateway::control::tls::load(&config.tls)
+                    .err()
+                    .unwrap_or_default(),
+            );
+        }
+        problems
+    };
+    if !problems.is_empty() {
         let mut msg = format!(
             "{}: {} problem(s) on this machine",
             path.display(),
