@@ -27,12 +27,19 @@ pub enum RulesError {
     },
 }
 
-/// Routes and authorization entries for `Policy::replace_rules`. `lookup` resolves a
-/// target interface (in the gateway's network namespace).
+/// The entries of the route and authorization maps, for `Policy::replace_rules`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledRules {
+    pub routes: Vec<(Ipv4Net, RouteValue)>,
+    pub authorization: Vec<(Ipv4Net, AuthzValue)>,
+}
+
+/// Compiles the configuration's rules; `lookup` resolves a target interface (in the
+/// gateway's network namespace).
 pub fn compile(
     config: &Config,
     lookup: &dyn Fn(&str) -> Result<TargetInterface, String>,
-) -> Result<(Vec<(Ipv4Net, RouteValue)>, Vec<(Ipv4Net, AuthzValue)>), RulesError> {
+) -> Result<CompiledRules, RulesError> {
     let mut routes = Vec::with_capacity(config.routes.len());
     for (index, route) in config.routes.iter().enumerate() {
         let target = lookup(&route.target).map_err(|reason| RulesError::Target {
@@ -48,7 +55,10 @@ pub fn compile(
             },
         ));
     }
-    Ok((routes, compile_authorization(&config.authorization)))
+    Ok(CompiledRules {
+        routes,
+        authorization: compile_authorization(&config.authorization),
+    })
 }
 
 /// Resolves an interface of this network namespace: its index and first IPv4 address.
@@ -103,7 +113,10 @@ all_users = true
             }),
             _ => Err("missing".to_string()),
         };
-        let (routes, authz) = compile(&config, &lookup).unwrap();
+        let CompiledRules {
+            routes,
+            authorization: authz,
+        } = compile(&config, &lookup).unwrap();
         assert_eq!(routes.len(), 2);
         assert_eq!(
             routes[0].1,
