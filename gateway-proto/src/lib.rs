@@ -12,5 +12,6 @@ pub mod packet;
 pub mod push;
 pub mod reliable;
 pub mod replay;
+pub mod session;
 pub mod static_key;
 pub mod wrap;

@@ -298,9 +298,7 @@ impl ControlMessage {
     /// AUTH_PENDING for `peer`: with `timeout N` only if it announced the keyword
     /// (IV_PROTO bit 4).
     pub fn auth_pending_for(peer: &PeerInfo, timeout_secs: u32) -> Self {
-        let keyword = peer
-            .proto
-            .is_some_and(|p| p.contains(ProtoFlags::AUTH_PENDING_KW));
+        let keyword = peer.has_proto(ProtoFlags::AUTH_PENDING_KW);
         ControlMessage::AuthPending {
             timeout: keyword.then_some(timeout_secs),
         }
@@ -314,9 +312,7 @@ impl ControlMessage {
         advance: Option<Advance>,
         message: &str,
     ) -> Self {
-        let temp = peer
-            .proto
-            .is_some_and(|p| p.contains(ProtoFlags::AUTH_FAIL_TEMP));
+        let temp = peer.has_proto(ProtoFlags::AUTH_FAIL_TEMP);
         ControlMessage::AuthFailed(if temp {
             AuthFailure::Temp {
                 backoff,

@@ -46,12 +46,12 @@ impl ServerFeatures {
     /// implemented here and announced by the client (IV_PROTO bit 3). The key schedule
     /// must follow the same answer as the push.
     pub fn uses_tls_ekm(&self, peer: &PeerInfo) -> bool {
-        self.tls_ekm && has(peer, ProtoFlags::TLS_KEY_EXPORT)
+        self.tls_ekm && peer.has_proto(ProtoFlags::TLS_KEY_EXPORT)
     }
 
     /// Whether this session uses dynamic tls-crypt for renegotiations.
     pub fn uses_dyn_tls_crypt(&self, peer: &PeerInfo) -> bool {
-        self.dyn_tls_crypt && has(peer, ProtoFlags::DYN_TLS_CRYPT)
+        self.dyn_tls_crypt && peer.has_proto(ProtoFlags::DYN_TLS_CRYPT)
     }
 }
 
@@ -104,10 +104,6 @@ pub struct PushPolicy {
     pub auth_token: Option<AuthToken>,
 }
 
-fn has(peer: &PeerInfo, flag: u32) -> bool {
-    peer.proto.is_some_and(|p| p.contains(flag))
-}
-
 impl PushPolicy {
     /// The PUSH_REPLY for a client with `peer` info, `cipher` from NCP and `peer_id`
     /// (used only if the client takes P_DATA_V2). Leaves out what the client did not
@@ -144,7 +140,7 @@ impl PushPolicy {
             .extend(domains.map(|d| DhcpOption::DomainSearch(d.clone())));
         config.block_outside_dns =
             self.block_outside_dns && peer.platform.as_deref() == Some("win");
-        if has(peer, ProtoFlags::DNS_OPTION) {
+        if peer.has_proto(ProtoFlags::DNS_OPTION) {
             config.dns_search_domains = self.search_domains.clone();
             if !self.dns_servers.is_empty() {
                 config.dns_servers = vec![DnsServer {
@@ -164,14 +160,14 @@ impl PushPolicy {
             netmask_or_remote: self.netmask,
         });
         config.ifconfig_ipv6 = self.ipv6;
-        if has(peer, ProtoFlags::DATA_V2) {
+        if peer.has_proto(ProtoFlags::DATA_V2) {
             config.peer_id = Some(peer_id);
         }
         if cipher.push_cipher() {
             config.cipher = Some(cipher.cipher);
         }
         let ekm = self.features.uses_tls_ekm(peer);
-        if has(peer, ProtoFlags::CC_EXIT_NOTIFY) {
+        if peer.has_proto(ProtoFlags::CC_EXIT_NOTIFY) {
             let flags = ProtocolFlags {
                 cc_exit: self.features.cc_exit,
                 tls_ekm: ekm,

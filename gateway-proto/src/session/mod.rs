@@ -1,0 +1,214 @@
+//! The sans-IO OpenVPN session (quinn-proto style): one [`Session`] per peer runs the
+//! control channel (wrap, reliability, TLS, key-method 2, push, renegotiation) and the
+//! data channel for both roles. Bytes and `now` go in; transmits, timers and events out.
+//!
+//! Driving a session: after [`Session::handle_datagram`], [`Session::handle_timeout`] or
+//! any call that sends, take [`Session::poll_transmit`] until `None` and
+//! [`Session::poll_event`] until `None`, then wake up at [`Session::poll_timeout`].
+//!
+//! Server sessions are created after the stateless cookie check
+//! ([`Session::server_from_cookie`], the UDP path) or from a client's first reset
+//! ([`Session::server_from_reset`], for TCP or when the cookie handshake is off). Every
+//! client is then authenticated by the application: the session emits
+//! [`Event::AuthRequest`] once the client's certificate verified and its key-method 2
+//! message arrived, and the application answers with [`Session::accept`] (giving the
+//! client's [`PushPolicy`](crate::push::PushPolicy)) or [`Session::reject`].
+//!
+//! Transport: one OpenVPN packet per datagram. Over TCP the caller frames and deframes
+//! with [`crate::framing`].
+
+mod client;
+mod common_name;
+mod config;
+mod core;
+mod data_channel;
+mod key_state;
+mod rekey;
+mod server;
+#[cfg(test)]
+mod tests;
+
+pub use common_name::subject_common_name;
+pub use config::{
+    AUTH_FAILED_LINGER, ClientConfig, ClientSettings, Common, ConfigError,
+    DEFAULT_CLIENT_PROTO_FLAGS, DEFAULT_HAND_WINDOW, DEFAULT_TRANSITION_WINDOW,
+    PUSH_REQUEST_INTERVAL, Renegotiation, ServerConfig, ServerSettings, TlsVersions,
+};
+pub use core::{Session, Transmit};
+pub use server::StartError;
+
+use crate::data::{Cipher, DataError};
+use crate::key_method::PeerInfo;
+use crate::keys::DataChannelKeys;
+use crate::packet::{KeyId, PacketError, PeerId};
+use crate::push::PushConfig;
+use crate::reliable::ReceiveError;
+use crate::replay::ReplayError;
+use crate::wrap::WrapError;
+
+/// Who the peer is, as far as this session knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Subject CN of the peer's verified certificate.
+    pub common_name: Option<String>,
+    /// Username from key-method 2 (server role; empty without `auth-user-pass`).
+    pub username: String,
+    /// The client's peer-info (server role).
+    pub peer_info: PeerInfo,
+    /// The peer's options string.
+    pub options: String,
+}
+
+/// Key material of one key_id for the data plane. Whoever builds a sealing key from it
+/// must be the only sender on that key_id (packet-ids must never repeat): once the data
+/// plane takes over, stop calling [`Session::send_data`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMaterial {
+    /// The key_id the keys belong to.
+    pub key_id: KeyId,
+    /// The data cipher.
+    pub cipher: Cipher,
+    /// Both directions, already split for our role.
+    pub keys: DataChannelKeys,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("key_id", &self.key_id)
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client waiting to be authenticated (server role). `Debug` does not print the
+/// password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    /// Certificate CN, username, peer-info and options.
+    pub identity: Identity,
+    /// The password (or auth-token, `SCRV1:`/`CRV1:` response, SAML assertion).
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Data-plane parameters once a session is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Established {
+    /// The peer-id on P_DATA_V2 (`PeerId::UNDEFINED` when P_DATA_V1 is used).
+    pub peer_id: PeerId,
+    /// Keys of the first key_id.
+    pub keys: KeyMaterial,
+    /// The peer.
+    pub identity: Identity,
+    /// Client role: the configuration the server pushed.
+    pub push: Option<PushConfig>,
+}
+
+/// Something the application should know or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Server role: decide with [`Session::accept`] or [`Session::reject`].
+    AuthRequest(AuthRequest),
+    /// The data channel is up.
+    Established(Box<Established>),
+    /// A renegotiated key now carries our sends; the previous one still decrypts for the
+    /// transition window.
+    Rekeyed(KeyMaterial),
+    /// A tunnelled packet arrived (pings and OCC messages are handled inside).
+    Packet(Vec<u8>),
+    /// The session ended; nothing more will be sent or accepted.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Server role: the client announced its exit (EXIT message or OCC_EXIT).
+    ClientExit,
+    /// We called [`Session::close`].
+    LocalExit,
+    /// No authenticated packet within the keepalive timeout (`ping-restart`).
+    Timeout,
+    /// A key was not negotiated within `hand-window`.
+    HandshakeTimeout,
+    /// TLS failed: a certificate was refused (by us or, as an alert, by the peer).
+    Tls(String),
+    /// Server role: the application rejected the client, or NCP found no cipher.
+    /// Client role: the server sent AUTH_FAILED.
+    AuthFailed(String),
+    /// Client role: the server sent RESTART or HALT.
+    ServerRestart(String),
+    /// The peer broke the protocol (bad key-method 2, bad push, changed identity …).
+    Protocol(String),
+    /// Our own failure (configuration or resource), not the peer's.
+    Internal(String),
+}
+
+/// Why a received packet was dropped; all are the peer's (or the path's) doing, the
+/// session is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// Malformed packet.
+    #[error("malformed packet: {0}")]
+    Packet(#[from] PacketError),
+    /// tls-auth/tls-crypt check failed.
+    #[error("control packet authentication: {0}")]
+    Wrap(#[from] WrapError),
+    /// Replayed or too old.
+    #[error("replay: {0}")]
+    Replay(#[from] ReplayError),
+    /// Refused by the reliability layer.
+    #[error("reliability layer: {0}")]
+    Reliable(#[from] ReceiveError),
+    /// Data packet failed to open.
+    #[error("data packet: {0}")]
+    Data(#[from] DataError),
+    /// The sender's or echoed session id is not this session's.
+    #[error("session id mismatch")]
+    SessionId,
+    /// No key with this key_id (or a soft reset we cannot accept now).
+    #[error("no usable key with key_id {0}")]
+    KeyId(KeyId),
+    /// A data packet for another peer-id.
+    #[error("data packet for peer-id {found}, expected {expected}")]
+    PeerId {
+        /// Peer-id on the packet.
+        found: PeerId,
+        /// Ours.
+        expected: PeerId,
+    },
+    /// Data before the session is established.
+    #[error("data packet before the session is established")]
+    NotEstablished,
+    /// The session is closed.
+    #[error("session closed")]
+    Closed,
+}
+
+/// Misuse of the session API (our fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// No data keys to send with yet.
+    #[error("session not established")]
+    NotEstablished,
+    /// accept/reject without a pending AuthRequest, or on a client session.
+    #[error("no authentication pending")]
+    NoPendingAuth,
+    /// The session is closed.
+    #[error("session closed")]
+    Closed,
+    /// Sealing failed (e.g. packet-id space exhausted).
+    #[error("data packet: {0}")]
+    Data(#[from] DataError),
+}
