@@ -9,4 +9,5 @@ pub mod export;
 pub mod nat;
 pub mod pki;
 pub mod policy;
+pub mod serve;
 pub mod xdp;

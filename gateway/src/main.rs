@@ -26,6 +26,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway (until SIGTERM or SIGINT; SIGHUP reloads routes and rules).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only check the configuration and the machine, as `gateway check` does.
+        #[arg(long)]
+        check: bool,
+    },
     /// Write the .ovpn profile stock OpenVPN clients import to reach this gateway.
     ExportClient {
         #[arg(long)]
@@ -132,6 +140,14 @@ fn main() -> std::process::ExitCode {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Check { config, file_only } => check(&config, file_only),
+        Command::Serve {
+            config,
+            check: true,
+        } => check(&config, false),
+        Command::Serve {
+            config,
+            check: false,
+        } => gateway::serve::run(&config),
         Command::Pki { action } => pki(action),
         Command::ExportClient {
             config,

@@ -246,7 +246,8 @@ impl Config {
                 .map(|(i, t)| (format!("target[{i}].interface"), &t.interface)),
         );
         for (key, name) in interfaces {
-            if !Path::new("/sys/class/net").join(name).exists() {
+            // Asked of this thread's network namespace (sysfs may show another one).
+            if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
                 errors.push(ConfigError {
                     key,
                     message: format!("no network interface named {name:?} here"),

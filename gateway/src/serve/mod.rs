@@ -1,0 +1,328 @@
+//! `gateway serve`: sets up the TAP seam and the XDP programs, then drives the sessions
+//! from one tokio task: UDP datagrams, packets read from the TAP, session timers, the NAT
+//! sweep, and SIGHUP (reload routes and rules) / SIGTERM (close every session).
+//!
+//! This first serving path carries tunnel packets through this task (socket mode, one
+//! worker); the pinned data-plane workers and the TCP transport come next.
+
+mod server;
+
+use std::{
+    future::Future,
+    net::{Ipv4Addr, SocketAddr},
+    os::fd::{AsRawFd, RawFd},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use gateway_proto::{
+    data::Cipher,
+    keys::Role,
+    push::ServerFeatures,
+    session::{Common, ServerConfig, ServerSettings, TlsVersions},
+    wrap::{TlsCrypt, Wrap},
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::io::unix::AsyncFd;
+use tracing::{error, info, warn};
+
+pub use self::server::{DataPath, Server};
+use crate::{
+    config::{Config, Transport},
+    control::{pool::AddressPool, rules, tls},
+    dataplane::tap::Tap,
+    nat::{NatTimeouts, monotonic_now_ns},
+    policy::GroupId,
+    xdp::{AttachMode, Edge, Policy},
+};
+
+/// Name of the TAP device of the socket-mode seam.
+pub const TAP_NAME: &str = "gw-tap0";
+/// MAC the gateway writes as the source of frames it puts into the TAP.
+const TAP_PEER_MAC: [u8; 6] = [0x02, 0x67, 0x77, 0x00, 0x00, 0x01];
+/// How often idle NAT mappings are swept.
+const NAT_SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Hard resets one source may send per second (and in a burst) before `edge` drops them.
+const RESETS_PER_SECOND: u32 = 10;
+const RESET_BURST: u32 = 20;
+
+/// The XDP programs, kept in step with the sessions.
+pub struct Xdp {
+    pub edge: Edge,
+    pub policy: Policy,
+}
+
+impl DataPath for Xdp {
+    fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
+        if let Err(e) = self
+            .policy
+            .insert_session(lease, server::session_info(peer_id, groups))
+        {
+            error!(%lease, peer_id, "admitting the session in XDP: {e}");
+        }
+        if let Err(e) = self.edge.insert_peer(peer_id, lease) {
+            error!(%lease, peer_id, "admitting the peer-id in XDP: {e}");
+        }
+    }
+
+    fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32) {
+        if let Err(e) = self.policy.end_session(lease) {
+            error!(%lease, peer_id, "ending the session in XDP: {e}");
+        }
+        if let Err(e) = self.edge.remove_peer(peer_id) {
+            warn!(peer_id, "removing the peer-id from XDP: {e}");
+        }
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        serve(config_path, stop).await
+    })
+}
+
+/// Serves `config_path` until `shutdown` completes; then closes every session.
+pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let config = Config::load(config_path)?;
+    if let Err(problems) = config.check_system() {
+        bail!("{}", list(&problems));
+    }
+    let material = tls::load(&config.tls).map_err(|p| anyhow::anyhow!("{}", list(&p)))?;
+    let wrap = match &material.tls_crypt_key {
+        Some(key) => Wrap::TlsCrypt(TlsCrypt::new(key, Role::Server)),
+        None => Wrap::None,
+    };
+    let session_config = ServerConfig::new(ServerSettings {
+        ca: material.client_ca,
+        crls: material.crls,
+        cert_chain: material.cert_chain,
+        key: material.key,
+        tls_versions: TlsVersions::default(),
+        ciphers: vec![
+            Cipher::Aes256Gcm,
+            Cipher::Aes128Gcm,
+            Cipher::ChaCha20Poly1305,
+        ],
+        features: ServerFeatures {
+            tls_ekm: true,
+            cc_exit: true,
+            dyn_tls_crypt: false,
+        },
+        common: Common::new(wrap.clone()).map_err(|e| anyhow::anyhow!("session settings: {e}"))?,
+    })
+    .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if forwarding.trim() != "1" {
+        bail!(
+            "IPv4 forwarding is off: set net.ipv4.ip_forward=1 (the XDP next-hop lookup needs it)"
+        );
+    }
+    let listen = config
+        .endpoint
+        .listen
+        .iter()
+        .find(|l| l.transport == Transport::Udp)
+        .copied()
+        .context("endpoint.listen has no udp/PORT entry; the TCP transport is not served yet")?;
+    for other in config.endpoint.listen.iter().filter(|l| **l != listen) {
+        warn!("{other} is not served yet: only {listen} is");
+    }
+
+    let pool = AddressPool::new(config.endpoint.client_cidr);
+    let tap = Tap::create(
+        TAP_NAME,
+        1,
+        pool.gateway_addr(),
+        config.endpoint.client_cidr.prefix_len(),
+    )
+    .context("creating the TAP device")?;
+    tap.set_nonblocking(0)?;
+    // A translated packet whose next hop has no neighbour entry yet goes to the kernel
+    // with the gateway's own address as source: let the TAP accept that, so the kernel
+    // forwards it (and resolves the neighbour for the XDP path of later packets).
+    for (knob, value) in [("accept_local", "1"), ("rp_filter", "0")] {
+        let path = format!("/proc/sys/net/ipv4/conf/{TAP_NAME}/{knob}");
+        std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
+    }
+    let mut xdp = attach(&config, &tap, listen.port)?;
+
+    let mut secret = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| anyhow::anyhow!("random number generator failed"))?;
+    let mut server = Server::new(
+        config.clone(),
+        std::sync::Arc::new(session_config),
+        wrap,
+        &secret,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], listen.port)))
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    // SAFETY: the descriptor belongs to `tap`, which outlives `tap_fd` (both live until
+    // this function returns, `tap_fd` is declared later and dropped first).
+    let tap_fd = unsafe { AsyncFd::register(TapFd(tap.raw_fd(0))) }
+        .map_err(|e| anyhow::anyhow!("polling the TAP: {e}"))?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut sweep = tokio::time::interval(NAT_SWEEP_EVERY);
+    info!(
+        endpoint = %config.endpoint.name,
+        %listen,
+        client_cidr = %config.endpoint.client_cidr,
+        "serving"
+    );
+    tokio::pin!(shutdown);
+    let mut buf = vec![0u8; 65536];
+    let mut frame = vec![0u8; 65536];
+    loop {
+        let deadline = server
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, from)) => server.handle_datagram(Instant::now(), from, &buf[..n], &mut xdp),
+                Err(e) => warn!("receiving on {listen}: {e}"),
+            },
+            ready = tap_fd.readable() => {
+                let mut guard = ready?;
+                loop {
+                    match tap.read_frame(0, &mut frame) {
+                        Ok(n) if n > 14 && frame[12..14] == [0x08, 0x00] => {
+                            server.handle_tap_packet(Instant::now(), &frame[14..n], &mut xdp);
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(e) => {
+                            warn!("reading the TAP: {e}");
+                            break;
+                        }
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => server.handle_timeout(Instant::now(), &mut xdp),
+            _ = sweep.tick() => match xdp.policy.sweep_nat(monotonic_now_ns(), &NatTimeouts::default()) {
+                Ok(s) if s.expired + s.orphans > 0 => info!(expired = s.expired, orphans = s.orphans, kept = s.kept, "NAT sweep"),
+                Ok(_) => {}
+                Err(e) => warn!("NAT sweep: {e}"),
+            },
+            _ = hangup.recv() => reload(config_path, &config, &mut xdp),
+            _ = &mut shutdown => {
+                info!(sessions = server.sessions(), "shutting down");
+                server.close_all(Instant::now(), &mut xdp);
+                flush(&mut server, &socket, &tap).await;
+                return Ok(());
+            }
+        }
+        flush(&mut server, &socket, &tap).await;
+    }
+}
+
+/// The TAP queue's descriptor, for the poller (the `Tap` owns it).
+struct TapFd(RawFd);
+
+impl AsRawFd for TapFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Sends what the sessions produced and writes tunnel packets into the TAP.
+async fn flush(server: &mut Server, socket: &tokio::net::UdpSocket, tap: &Tap) {
+    for d in std::mem::take(&mut server.outbox) {
+        if let Err(e) = socket.send_to(&d.bytes, d.to).await {
+            warn!(to = %d.to, "sending: {e}");
+        }
+    }
+    for packet in std::mem::take(&mut server.to_tap) {
+        let mut frame = Vec::with_capacity(14 + packet.len());
+        frame.extend_from_slice(&tap.mac());
+        frame.extend_from_slice(&TAP_PEER_MAC);
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&packet);
+        if let Err(e) = tap.write_frame(0, &frame) {
+            warn!("writing to the TAP: {e}");
+        }
+    }
+}
+
+/// Loads the XDP programs and attaches them: `edge` on the public interface, `inner` on
+/// the TAP, `target` on every target interface; routes and rules from the config.
+fn attach(config: &Config, tap: &Tap, port: u16) -> Result<Xdp> {
+    let mut edge = Edge::load()?;
+    edge.configure(&[port], RESETS_PER_SECOND, RESET_BURST)?;
+    edge.attach(&config.endpoint.public_interface, AttachMode::Auto)?;
+    let mut policy = Policy::load()?;
+    let compiled = rules::compile(config, &rules::lookup_interface)?;
+    policy.replace_rules(&compiled.routes, &compiled.authorization)?;
+    for target in &config.targets {
+        let interface = rules::lookup_interface(&target.interface)
+            .map_err(|e| anyhow::anyhow!("target interface {}: {e}", target.interface))?;
+        policy.insert_target_device(interface.ifindex)?;
+        policy.attach_target(&target.interface, AttachMode::Auto)?;
+    }
+    policy.insert_dataplane_device(tap.ifindex())?;
+    policy.attach_inner(tap.name(), AttachMode::Native)?;
+    Ok(Xdp { edge, policy })
+}
+
+/// SIGHUP: routes and authorization rules from the file again, swapped in whole;
+/// sessions stay up. Other changes need a restart.
+fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
+    let fresh = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("reload refused, the rules in force stay: {e}");
+            return;
+        }
+    };
+    if fresh.endpoint != running.endpoint || fresh.groups != running.groups {
+        warn!("reload applies routes and authorization rules only; other changes need a restart");
+    }
+    match rules::compile(&fresh, &rules::lookup_interface) {
+        Ok(compiled) => match xdp
+            .policy
+            .replace_rules(&compiled.routes, &compiled.authorization)
+        {
+            Ok(()) => info!(
+                routes = compiled.routes.len(),
+                rules = compiled.authorization.len(),
+                "reloaded routes and authorization rules"
+            ),
+            Err(e) => error!("reload failed, the rules in force stay: {e}"),
+        },
+        Err(e) => error!("reload refused, the rules in force stay: {e}"),
+    }
+}
+
+fn list(problems: &[crate::config::ConfigError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}

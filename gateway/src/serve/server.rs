@@ -1,0 +1,430 @@
+//! The gateway's sessions over UDP: the stateless cookie handshake for new clients,
+//! `gateway-proto` sessions for known ones, authorization and leases, and the XDP maps
+//! kept in step with every session that starts or ends. Pure state: the driver in
+//! `serve::run` does the I/O.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use gateway_ebpf_common::SessionInfo;
+use gateway_proto::{
+    cookie::{CookieConfig, CookieKey, ResetRateLimiter},
+    packet::{ControlPacket, ControlRepr, Opcode, PeerId},
+    push::{AuthFailure, KeepaliveSettings, PushPolicy, Route, RouteGateway, TunnelMode},
+    session::{CloseReason, Event, ServerConfig, Session},
+    wrap::Wrap,
+};
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    control::pool::AddressPool,
+    policy::{GroupId, group_set},
+};
+
+/// The XDP side the server keeps in step with its sessions.
+pub trait DataPath {
+    /// A session is up: admit its lease with its groups and its peer-id.
+    fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]);
+    /// A session ended: drop its lease, peer-id and NAT state.
+    fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32);
+}
+
+/// One client.
+struct Client {
+    session: Session,
+    addr: SocketAddr,
+    lease: Option<Ipv4Addr>,
+    common_name: String,
+    established_at: Option<Instant>,
+}
+
+/// Something to send.
+pub struct Datagram {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+pub struct Server {
+    config: Config,
+    session_config: Arc<ServerConfig>,
+    wrap: Wrap,
+    cookie: CookieKey,
+    resets: ResetRateLimiter,
+    pool: AddressPool,
+    clients: HashMap<u32, Client>,
+    by_addr: HashMap<SocketAddr, u32>,
+    by_lease: HashMap<Ipv4Addr, u32>,
+    next_peer_id: u32,
+    /// Tunnel packets from clients, to write into the TAP.
+    pub to_tap: Vec<Vec<u8>>,
+    /// Datagrams to send.
+    pub outbox: Vec<Datagram>,
+}
+
+/// Seconds since the Unix epoch, for the replay time of wrapped control packets.
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+impl Server {
+    pub fn new(
+        config: Config,
+        session_config: Arc<ServerConfig>,
+        wrap: Wrap,
+        cookie_secret: &[u8],
+    ) -> Result<Self, String> {
+        let cookie = CookieKey::new(
+            cookie_secret,
+            CookieConfig {
+                hand_window_secs: 60,
+                early_negotiation: false,
+            },
+        )
+        .map_err(|e| format!("cookie key: {e}"))?;
+        let pool = AddressPool::new(config.endpoint.client_cidr);
+        Ok(Self {
+            config,
+            session_config,
+            wrap,
+            cookie,
+            resets: ResetRateLimiter::default(),
+            pool,
+            clients: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_lease: HashMap::new(),
+            next_peer_id: 0,
+            to_tap: Vec::new(),
+            outbox: Vec::new(),
+        })
+    }
+
+    pub fn pool(&self) -> &AddressPool {
+        &self.pool
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// A datagram from `from` on the UDP listener.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        dp: &mut dyn DataPath,
+    ) {
+        if let Some(&peer_id) = self.by_addr.get(&from) {
+            if let Some(client) = self.clients.get_mut(&peer_id) {
+                // A drop is the peer's fault and leaves the session as it was.
+                let _ = client.session.handle_datagram(now, bytes);
+            }
+            self.drive(peer_id, now, dp);
+            return;
+        }
+        self.new_client(now, from, bytes, dp);
+    }
+
+    /// The cookie handshake: answer a reset without keeping state; create the session
+    /// when the client's next packet proves it received our reply.
+    fn new_client(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], dp: &mut dyn DataPath) {
+        let mut buf = vec![0u8; bytes.len()];
+        let Ok(unwrapped) = self.wrap.unwrap(bytes, &mut buf) else {
+            return;
+        };
+        let Ok(packet) = ControlPacket::new_checked(&buf[..unwrapped.len]) else {
+            return;
+        };
+        let repr = ControlRepr::parse(&packet);
+        let unix = unix_now();
+        if repr.opcode == Opcode::ControlHardResetClientV2 {
+            if !self.resets.allow(now) {
+                return;
+            }
+            let Ok(reply) = self.cookie.reply_to_reset(
+                &repr,
+                from,
+                unwrapped.replay.map(|r| r.id),
+                u64::from(unix),
+            ) else {
+                return;
+            };
+            let out = reply.repr();
+            let mut plain = vec![0u8; out.buffer_len()];
+            let Ok(len) = out.emit(&mut plain) else {
+                return;
+            };
+            let mut wire = vec![0u8; len + self.wrap.overhead()];
+            if let Ok(len) = self
+                .wrap
+                .wrap(&plain[..len], reply.replay_stamp(unix), &mut wire)
+            {
+                wire.truncate(len);
+                self.outbox.push(Datagram {
+                    to: from,
+                    bytes: wire,
+                });
+            }
+            return;
+        }
+        let Ok(cookie) = self.cookie.verify(&repr, from, u64::from(unix)) else {
+            return;
+        };
+        let Some(peer_id) = self.allocate_peer_id() else {
+            warn!(%from, "no free peer-id");
+            return;
+        };
+        let Ok(pid) = PeerId::new(peer_id) else {
+            return;
+        };
+        match Session::server_from_cookie(
+            self.session_config.clone(),
+            now,
+            unix,
+            &cookie,
+            pid,
+            bytes,
+        ) {
+            Ok(session) => {
+                self.clients.insert(
+                    peer_id,
+                    Client {
+                        session,
+                        addr: from,
+                        lease: None,
+                        common_name: String::new(),
+                        established_at: None,
+                    },
+                );
+                self.by_addr.insert(from, peer_id);
+                self.drive(peer_id, now, dp);
+            }
+            Err(e) => warn!(%from, "session not started: {e:?}"),
+        }
+    }
+
+    fn allocate_peer_id(&mut self) -> Option<u32> {
+        for _ in 0..=PeerId::MAX {
+            let id = self.next_peer_id;
+            self.next_peer_id = if id >= PeerId::MAX { 0 } else { id + 1 };
+            if !self.clients.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// An IPv4 packet read from the TAP: seal it for the session whose lease it is for.
+    pub fn handle_tap_packet(&mut self, now: Instant, packet: &[u8], dp: &mut dyn DataPath) {
+        let Some(dst) = packet.get(16..20) else {
+            return;
+        };
+        let dst = Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]);
+        let Some(&peer_id) = self.by_lease.get(&dst) else {
+            return;
+        };
+        if let Some(client) = self.clients.get_mut(&peer_id) {
+            let _ = client.session.send_data(now, packet);
+        }
+        self.drive(peer_id, now, dp);
+    }
+
+    /// The earliest time any session needs `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.clients
+            .values()
+            .filter_map(|c| c.session.poll_timeout())
+            .min()
+    }
+
+    /// Runs the timers that are due, and ends sessions past the session timeout.
+    pub fn handle_timeout(&mut self, now: Instant, dp: &mut dyn DataPath) {
+        let due: Vec<u32> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.session.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer_id in due {
+            if let Some(c) = self.clients.get_mut(&peer_id) {
+                c.session.handle_timeout(now);
+            }
+            self.drive(peer_id, now, dp);
+        }
+        let limit = self.config.endpoint.session_timeout;
+        let expired: Vec<u32> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.established_at
+                    .is_some_and(|t| now.duration_since(t) >= limit)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for peer_id in expired {
+            if let Some(c) = self.clients.get_mut(&peer_id) {
+                info!(peer_id, cn = %c.common_name, "session timeout reached");
+                c.session.close(now);
+            }
+            self.drive(peer_id, now, dp);
+        }
+    }
+
+    /// Ends every session (shutdown).
+    pub fn close_all(&mut self, now: Instant, dp: &mut dyn DataPath) {
+        let ids: Vec<u32> = self.clients.keys().copied().collect();
+        for peer_id in ids {
+            if let Some(c) = self.clients.get_mut(&peer_id) {
+                c.session.close(now);
+            }
+            self.drive(peer_id, now, dp);
+        }
+    }
+
+    /// Takes a session's transmits and events after it was fed.
+    fn drive(&mut self, peer_id: u32, now: Instant, dp: &mut dyn DataPath) {
+        loop {
+            let Some(client) = self.clients.get_mut(&peer_id) else {
+                return;
+            };
+            while let Some(t) = client.session.poll_transmit(now) {
+                self.outbox.push(Datagram {
+                    to: client.addr,
+                    bytes: t.contents,
+                });
+            }
+            let Some(event) = client.session.poll_event() else {
+                return;
+            };
+            match event {
+                Event::AuthRequest(req) => {
+                    let cn = req.identity.common_name.clone().unwrap_or_default();
+                    self.authorize(peer_id, now, cn);
+                }
+                Event::Established(_) => {
+                    let groups = self
+                        .config
+                        .groups
+                        .of_common_name(&client.common_name)
+                        .to_vec();
+                    client.established_at = Some(now);
+                    if let Some(lease) = client.lease {
+                        dp.session_up(lease, peer_id, &groups);
+                        info!(peer_id, cn = %client.common_name, %lease, from = %client.addr, "connected");
+                    }
+                }
+                Event::Rekeyed(k) => {
+                    info!(peer_id, key_id = k.key_id.get(), "rekeyed");
+                }
+                Event::Packet(p) => self.to_tap.push(p),
+                Event::Closed { reason } => {
+                    self.remove(peer_id, &reason, dp);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Admits an authenticated client: a lease and its push, or AUTH_FAILED.
+    fn authorize(&mut self, peer_id: u32, now: Instant, common_name: String) {
+        let lease = self.pool.lease();
+        let Some(client) = self.clients.get_mut(&peer_id) else {
+            return;
+        };
+        client.common_name = common_name;
+        match lease {
+            Ok(lease) => {
+                client.lease = Some(lease);
+                self.by_lease.insert(lease, peer_id);
+                let policy = self.push_policy(lease);
+                let client = self.clients.get_mut(&peer_id).expect("present above");
+                if let Err(e) = client.session.accept(now, policy) {
+                    warn!(peer_id, "accept: {e:?}");
+                }
+            }
+            Err(e) => {
+                warn!(peer_id, cn = %client.common_name, "refused: {e}");
+                let _ = client.session.reject(
+                    now,
+                    AuthFailure::Plain {
+                        reason: Some("no free address in the client CIDR".into()),
+                    },
+                );
+            }
+        }
+    }
+
+    fn push_policy(&self, lease: Ipv4Addr) -> PushPolicy {
+        let e = &self.config.endpoint;
+        let tunnel = if e.split_tunnel {
+            TunnelMode::Split {
+                routes: self
+                    .config
+                    .routes
+                    .iter()
+                    .map(|r| Route {
+                        network: r.destination.network(),
+                        netmask: r.destination.netmask(),
+                        gateway: RouteGateway::Default,
+                        metric: None,
+                    })
+                    .collect(),
+                routes_ipv6: Vec::new(),
+            }
+        } else {
+            TunnelMode::Full {
+                bypass_dhcp: true,
+                ipv6: false,
+            }
+        };
+        PushPolicy {
+            address: lease,
+            netmask: self.pool.netmask(),
+            gateway: self.pool.gateway_addr(),
+            ipv6: None,
+            tunnel,
+            dns_servers: e.dns_servers.iter().copied().map(IpAddr::V4).collect(),
+            search_domains: Vec::new(),
+            block_outside_dns: false,
+            keepalive: Some(KeepaliveSettings {
+                ping: 10,
+                ping_restart: 60,
+            }),
+            tun_mtu: None,
+            features: Default::default(),
+            auth_token: None,
+        }
+    }
+
+    fn remove(&mut self, peer_id: u32, reason: &CloseReason, dp: &mut dyn DataPath) {
+        let Some(client) = self.clients.remove(&peer_id) else {
+            return;
+        };
+        self.by_addr.remove(&client.addr);
+        if let Some(lease) = client.lease {
+            self.by_lease.remove(&lease);
+            if client.established_at.is_some() {
+                dp.session_down(lease, peer_id);
+            }
+            let _ = self.pool.release(lease);
+        }
+        info!(peer_id, cn = %client.common_name, from = %client.addr, ?reason, "disconnected");
+    }
+}
+
+/// The XDP map value for a session.
+pub fn session_info(peer_id: u32, groups: &[GroupId]) -> SessionInfo {
+    SessionInfo {
+        groups: group_set(groups),
+        peer_id,
+        _pad: 0,
+    }
+}

@@ -1,0 +1,231 @@
+//! The gateway end to end: the stock OpenVPN 2.6 client imports an exported profile,
+//! connects to `gateway serve` over UDP, and reaches the target host through the XDP
+//! policy: ping and TCP work, the host sees only the gateway's address, and a host no
+//! rule allows gets nothing.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use gateway::{
+    config::Config,
+    export::{ProfileInputs, client_profile},
+    pki::Pki,
+};
+use gateway_tests::{
+    lab::{Lab, Topology, read_log, wait_until},
+    privilege,
+};
+
+const SERVER_NAME: &str = "vpn.example.test";
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Accepts one connection within `timeout`, echoes what it reads, returns the peer.
+fn echo_once(listener: TcpListener, timeout: Duration) -> Option<SocketAddr> {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((mut s, peer)) = listener.accept() {
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let _ = s.write_all(&buf[..n]);
+            return Some(peer);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[test]
+fn a_stock_client_reaches_the_target_through_the_gateway() {
+    if !privilege::check("a_stock_client_reaches_the_target_through_the_gateway") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gw-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = Pki::init(&dir.join("pki"), "E2E CA", SERVER_NAME).unwrap();
+    pki.issue_client("alice", None).unwrap();
+
+    let mut lab = Lab::new();
+    let topo = Topology::build(&mut lab).unwrap();
+    topo.target
+        .exec(&["ip", "addr", "add", "10.10.0.20/24", "dev", "eth0"])
+        .unwrap();
+    topo.gateway
+        .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    // The target host sends complete checksums and takes redirected frames (GRO on).
+    topo.target
+        .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
+        .unwrap();
+
+    let config_path = dir.join("gateway.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+[endpoint]
+name = "e2e"
+public_interface = "eth0"
+listen = ["udp/1194"]
+client_cidr = "10.200.0.0/22"
+split_tunnel = true
+remote_hosts = ["198.51.100.1"]
+[tls]
+server_cert = "{}"
+server_key = "{}"
+client_ca = "{}"
+crl = "{}"
+tls_crypt_key = "{}"
+[[target]]
+interface = "eth1"
+[[route]]
+destination = "10.10.0.0/24"
+target = "eth1"
+[[authorize]]
+destination = "10.10.0.10/32"
+all_users = true
+"#,
+            path(&pki.server_cert()),
+            path(&pki.server_key()),
+            path(&pki.ca_cert()),
+            path(&pki.crl()),
+            path(&pki.tls_crypt_key())
+        ),
+    )
+    .unwrap();
+
+    // The gateway, in-process on a thread inside the gateway's namespace.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let gw_ns = topo.gateway.clone();
+    let cfg = config_path.clone();
+    let server = thread::spawn(move || {
+        gw_ns
+            .run_in(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(gateway::serve::serve(&cfg, async {
+                    let _ = stop_rx.await;
+                }))
+            })
+            .unwrap()
+    });
+
+    let config = Config::load(&config_path).unwrap();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let (cert, key) = (
+        read(&pki.client_cert("alice")),
+        read(&pki.client_key("alice")),
+    );
+    let profile = client_profile(
+        &config,
+        &ProfileInputs {
+            remote_hosts: &config.endpoint.remote_hosts,
+            ca_pem: &read(&pki.ca_cert()),
+            server_name: SERVER_NAME,
+            tls_crypt_key: Some(&read(&pki.tls_crypt_key())),
+            client: Some((&cert, &key)),
+        },
+    )
+    .unwrap();
+    let profile_path = dir.join("alice.ovpn");
+    std::fs::write(&profile_path, profile).unwrap();
+    let client_log = dir.join("alice.log");
+    // Give the gateway a moment to bind; the client retries its resets anyway.
+    thread::sleep(Duration::from_millis(300));
+    lab.spawn(
+        &topo.client,
+        &["openvpn", "--config", path(&profile_path)],
+        Some(&client_log),
+    )
+    .unwrap();
+    let connected = wait_until("the client's tunnel", Duration::from_secs(30), || {
+        server.is_finished() || read_log(&client_log).contains("Initialization Sequence Completed")
+    })
+    .and_then(|()| {
+        if server.is_finished() {
+            anyhow::bail!("the gateway stopped")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = connected {
+        let _ = stop_tx.send(());
+        let result = server.join();
+        panic!(
+            "{e}\nclient:\n{}\ngateway: {result:?}",
+            read_log(&client_log)
+        );
+    }
+
+    // ICMP through the tunnel and the XDP policy.
+    topo.client
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", "10.10.0.10"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&client_log)));
+
+    // TCP: the host sees the gateway's target address.
+    let listener = topo
+        .target
+        .run_in(|| TcpListener::bind("10.10.0.10:8080"))
+        .unwrap()
+        .unwrap();
+    let host = thread::spawn(move || echo_once(listener, Duration::from_secs(8)));
+    let echoed = topo
+        .client
+        .run_in(|| {
+            let mut s = TcpStream::connect_timeout(
+                &"10.10.0.10:8080".parse().unwrap(),
+                Duration::from_secs(5),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"through the gateway")?;
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf)?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, b"through the gateway");
+    let peer = host.join().unwrap().expect("the host accepted");
+    assert_eq!(
+        peer.ip().to_string(),
+        Topology::GATEWAY_TARGET_ADDR,
+        "SNAT to the target ENI"
+    );
+
+    // Routed but not authorized: nothing arrives.
+    let listener = topo
+        .target
+        .run_in(|| TcpListener::bind("10.10.0.20:8080"))
+        .unwrap()
+        .unwrap();
+    let host = thread::spawn(move || echo_once(listener, Duration::from_secs(3)));
+    let denied = topo
+        .client
+        .run_in(|| {
+            TcpStream::connect_timeout(&"10.10.0.20:8080".parse().unwrap(), Duration::from_secs(2))
+        })
+        .unwrap();
+    assert!(denied.is_err());
+    assert!(
+        host.join().unwrap().is_none(),
+        "the denied host saw a connection"
+    );
+
+    let _ = stop_tx.send(());
+    server.join().unwrap().unwrap();
+    drop(lab);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
