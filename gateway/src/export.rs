@@ -73,6 +73,16 @@ pub fn client_profile(config: &Config, inputs: &ProfileInputs<'_>) -> Result<Str
     line(&format!("data-ciphers {DATA_CIPHERS}"));
     // The gateway decides when to rekey (as AWS Client VPN profiles do).
     line("reneg-sec 0");
+    // Tell the gateway when the client leaves, so the lease and NAT state are freed at
+    // once rather than at ping-restart (UDP only: OpenVPN refuses it with TCP).
+    if config
+        .endpoint
+        .listen
+        .iter()
+        .all(|l| l.transport == Transport::Udp)
+    {
+        line("explicit-exit-notify 1");
+    }
     line("verb 3");
     let mut block = |tag: &str, body: &str| {
         let _ = write!(p, "<{tag}>\n{}\n</{tag}>\n", body.trim_end());
@@ -150,6 +160,7 @@ interface = "eth1"
                 &"remote vpn2.example.test 1194 tcp-client",
             ]
         );
+        assert!(!lines.contains(&"explicit-exit-notify 1"), "a TCP remote is listed");
         for expected in [
             "client",
             "remote-random",

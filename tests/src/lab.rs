@@ -144,6 +144,12 @@ impl Lab {
         self.keep = true;
     }
 
+    /// Lets the processes started so far outlive the lab (with [`Lab::keep`], for a lab
+    /// people keep using; `cargo xtask lab down` kills what runs in its namespaces).
+    pub fn keep_processes(&mut self) {
+        self.processes.clear();
+    }
+
     pub fn namespaces(&self) -> &[Netns] {
         &self.namespaces
     }

@@ -1,141 +1,253 @@
-//! `cargo xtask demo`: build, bring up the lab, attach the XDP programs on the gateway's
-//! public interface and show their counters moving while real traffic flows.
+//! `cargo xtask demo`: the product at work in the network-namespace lab. A PKI and a
+//! configuration are made, `gateway serve` starts in the gateway namespace, the stock
+//! OpenVPN 2.6 client connects with the exported profile, and traffic shows what the
+//! gateway allows, translates and refuses.
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Result, bail};
-use gateway_tests::lab::{Topology, read_log};
+use anyhow::{Context, Result, bail};
+use gateway_tests::lab::{Topology, read_log, wait_until};
 
 use crate::{lab, run::run, setup, test::section};
 
-const WATCH_SECONDS: u64 = 8;
+const ALLOWED: &str = "10.10.0.10";
+const DENIED: &str = "10.10.0.20";
 
 pub fn demo(keep: bool) -> Result<()> {
     setup::setup()?;
     section("build");
     run(Command::new("cargo").args(["build", "--quiet", "-p", "gateway"]))?;
     let gateway_bin = workspace_root().join("target/debug/gateway");
+    let bin = gateway_bin.to_string_lossy().into_owned();
+    let dir = workspace_root().join("target/demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
 
     section("lab");
     let (mut lab, topo) = lab::build()?;
     if keep {
         lab.keep();
     }
+    topo.gateway
+        .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    topo.target
+        .exec(&["ip", "addr", "add", "10.10.0.20/24", "dev", "eth0"])?;
+    // The target host sends complete checksums and takes XDP-redirected frames.
+    topo.target
+        .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])?;
     println!(
-        "client {} <-> gateway {} | gateway {} <-> target {}",
+        "client {} ── gateway {} (public) | gateway {} (target ENI) ── hosts {ALLOWED} (allowed), {DENIED} (no rule)",
         Topology::CLIENT_ADDR,
         Topology::GATEWAY_PUBLIC_ADDR,
         Topology::GATEWAY_TARGET_ADDR,
-        Topology::TARGET_ADDR
     );
 
-    section("edge XDP program on the gateway's public interface (native mode)");
-    let log_dir = workspace_root().join("target/demo");
-    std::fs::create_dir_all(&log_dir)?;
-    let watch_log = log_dir.join("xdp-watch.log");
-    let bin = gateway_bin.to_string_lossy().into_owned();
-    let secs = WATCH_SECONDS.to_string();
-    let watch = lab.spawn(
-        &topo.gateway,
-        &[
-            &bin,
-            "xdp-watch",
-            "--interface",
-            Topology::PUBLIC_IF,
-            "--mode",
-            "native",
-            "--seconds",
-            &secs,
-            "--interval-ms",
-            "1000",
-        ],
-        Some(&watch_log),
-    )?;
-    let mut shown = 0;
-    let attached = Instant::now();
-    while !read_log(&watch_log).contains("attached") {
-        if !lab.is_running(watch) || attached.elapsed() > Duration::from_secs(10) {
-            bail!(
-                "gateway xdp-watch did not attach:\n{}",
-                read_log(&watch_log)
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-
-    let iperf = lab.spawn(
-        &topo.gateway,
-        &["iperf3", "-s", "-1", "-B", Topology::GATEWAY_PUBLIC_ADDR],
-        Some(&log_dir.join("iperf3-server.log")),
-    )?;
-    thread::sleep(Duration::from_millis(300));
-    println!("traffic: ping, then a 3-second iperf3 UDP stream, client -> gateway");
-    topo.client.exec(&[
-        "ping",
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        Topology::GATEWAY_PUBLIC_ADDR,
+    section("PKI and configuration");
+    let pki = dir.join("pki");
+    let p = |path: &Path| path.to_string_lossy().into_owned();
+    let gw = |args: &[&str]| run(Command::new(&gateway_bin).args(args));
+    gw(&[
+        "pki",
+        "init",
+        "--dir",
+        &p(&pki),
+        "--server-name",
+        "vpn.demo.test",
     ])?;
-    let client_log = log_dir.join("iperf3-client.log");
+    gw(&[
+        "pki",
+        "client",
+        "--dir",
+        &p(&pki),
+        "alice",
+        "--group",
+        "engineering",
+    ])?;
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, config_text(&pki))?;
+    println!("{}", std::fs::read_to_string(&config)?.trim_end());
+    topo.gateway
+        .exec(&[&bin, "check", "--config", &p(&config)])
+        .map(|out| print!("{out}"))?;
+
+    section("gateway serve");
+    let gateway_log = dir.join("gateway.log");
+    let server = lab.spawn(
+        &topo.gateway,
+        &[&bin, "serve", "--config", &p(&config)],
+        Some(&gateway_log),
+    )?;
+    wait_until("the gateway to serve", Duration::from_secs(10), || {
+        read_log(&gateway_log).contains("serving") || !lab.is_running(server)
+    })?;
+    if !lab.is_running(server) {
+        bail!("gateway serve stopped:\n{}", read_log(&gateway_log));
+    }
+    let profile = dir.join("alice.ovpn");
+    gw(&[
+        "export-client",
+        "--config",
+        &p(&config),
+        "--cert",
+        &p(&pki.join("clients/alice.pem")),
+        "--key",
+        &p(&pki.join("clients/alice.key")),
+        "-o",
+        &p(&profile),
+    ])?;
+
+    section("stock OpenVPN 2.6 client");
+    let client_log = dir.join("openvpn-client.log");
     let client = lab.spawn(
         &topo.client,
-        &[
-            "iperf3",
-            "-c",
-            Topology::GATEWAY_PUBLIC_ADDR,
-            "-u",
-            "-b",
-            "20M",
-            "-t",
-            "3",
-            "--connect-timeout",
-            "2000",
-        ],
+        &["openvpn", "--config", &p(&profile)],
         Some(&client_log),
     )?;
-    let deadline = Instant::now() + Duration::from_secs(WATCH_SECONDS + 5);
-    while lab.is_running(watch) && Instant::now() < deadline {
-        shown = print_new_lines(&watch_log, shown);
-        thread::sleep(Duration::from_millis(100));
+    wait_until("the client to connect", Duration::from_secs(30), || {
+        read_log(&client_log).contains("Initialization Sequence Completed")
+    })
+    .with_context(|| {
+        format!(
+            "client log:\n{}\ngateway log:\n{}",
+            read_log(&client_log),
+            read_log(&gateway_log)
+        )
+    })?;
+    for line in read_log(&client_log).lines().filter(|l| {
+        l.contains("Peer Connection Initiated")
+            || l.contains("Data Channel: cipher")
+            || l.contains("PUSH: Received")
+    }) {
+        println!("  client: {}", line.get(20..).unwrap_or(line));
     }
-    print_new_lines(&watch_log, shown);
-    let client_status = lab.stop(client)?;
+    for line in read_log(&gateway_log)
+        .lines()
+        .filter(|l| l.contains("connected"))
+    {
+        println!("  gateway: {}", line);
+    }
+
+    section("traffic through the tunnel");
+    let ping = topo
+        .client
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", ALLOWED])?;
+    if let Some(summary) = ping.lines().find(|l| l.contains("packets transmitted")) {
+        println!("ping {ALLOWED}: {summary}");
+    }
+    let iperf_log = dir.join("iperf3-server.log");
+    let iperf = lab.spawn(
+        &topo.target,
+        &["iperf3", "-s", "-1", "-B", ALLOWED, "--forceflush"],
+        Some(&iperf_log),
+    )?;
+    wait_until("iperf3 to listen", Duration::from_secs(5), || {
+        read_log(&iperf_log).contains("listening")
+    })?;
+    let transfer = topo.client.exec(&[
+        "iperf3",
+        "-c",
+        ALLOWED,
+        "-t",
+        "3",
+        "--connect-timeout",
+        "3000",
+    ])?;
+    if let Some(line) = transfer.lines().rev().find(|l| l.contains("receiver")) {
+        println!("iperf3 TCP through the gateway: {}", line.trim());
+    }
     let _ = lab.stop(iperf);
-    let summary = read_log(&client_log);
-    if !client_status.success() {
-        bail!("iperf3 client failed ({client_status}):\n{summary}");
+    if let Some(line) = read_log(&iperf_log)
+        .lines()
+        .find(|l| l.contains("Accepted connection"))
+    {
+        println!(
+            "the target host saw: {} (the gateway's target ENI address, not the client's)",
+            line.trim()
+        );
     }
-    if let Some(line) = summary.lines().rev().find(|l| l.contains("receiver")) {
-        println!("iperf3: {}", line.trim());
+    match topo.client.exec(&["ping", "-c", "2", "-W", "1", DENIED]) {
+        Ok(_) => bail!("{DENIED} answered although no authorization rule allows it"),
+        Err(_) => {
+            println!("ping {DENIED}: no answer — routed, but no authorization rule allows it")
+        }
     }
-    let log = read_log(&watch_log);
-    if !log.lines().any(|l| l.contains("udp=")) {
-        bail!("the edge counters never showed UDP traffic:\n{log}");
+
+    section("disconnect");
+    let _ = lab.stop(client);
+    wait_until(
+        "the gateway to see the exit",
+        Duration::from_secs(10),
+        || read_log(&gateway_log).contains("disconnected"),
+    )
+    .ok();
+    for line in read_log(&gateway_log)
+        .lines()
+        .filter(|l| l.contains("disconnected"))
+    {
+        println!("  gateway: {}", line);
     }
     if keep {
-        println!("\nlab kept up: `cargo xtask lab status`, `cargo xtask lab down`");
+        println!(
+            "\nlab and gateway kept up: `cargo xtask lab status`; logs in {}",
+            dir.display()
+        );
+        lab.keep_processes();
     } else {
-        println!("\ndemo done; lab removed (keep it with `cargo xtask demo --keep`)");
+        let _ = lab.stop(server);
+        println!(
+            "\ndemo done; lab removed (keep it with `cargo xtask demo --keep`); logs in {}",
+            dir.display()
+        );
     }
     Ok(())
 }
 
-fn print_new_lines(path: &Path, shown: usize) -> usize {
-    let log = read_log(path);
-    let lines: Vec<&str> = log.lines().collect();
-    for l in lines.iter().skip(shown) {
-        println!("  {l}");
-    }
-    lines.len().max(shown)
+fn config_text(pki: &Path) -> String {
+    let f = |name: &str| pki.join(name).to_string_lossy().into_owned();
+    format!(
+        r#"[endpoint]
+name = "demo"
+public_interface = "eth0"
+listen = ["udp/1194"]
+client_cidr = "10.200.0.0/22"
+split_tunnel = true
+remote_hosts = ["{public}"]
+
+[tls]
+server_cert = "{cert}"
+server_key = "{key}"
+client_ca = "{ca}"
+crl = "{crl}"
+tls_crypt_key = "{tc}"
+
+[[target]]
+interface = "eth1"
+
+[[route]]
+destination = "10.10.0.0/24"
+target = "eth1"
+
+[[authorize]]
+destination = "{ALLOWED}/32"
+groups = ["engineering"]
+
+[groups]
+engineering = ["alice"]
+"#,
+        public = Topology::GATEWAY_PUBLIC_ADDR,
+        cert = f("server.pem"),
+        key = f("server.key"),
+        ca = f("ca.pem"),
+        crl = f("crl.pem"),
+        tc = f("tc.key"),
+    )
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
 }

@@ -78,7 +78,9 @@ impl DataPath for Xdp {
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> Result<()> {
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
