@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | test | lab | demo | bench`.
 
 mod demo;
+mod fuzz;
 mod lab;
 mod run;
 mod setup;
@@ -40,6 +41,13 @@ enum Task {
         /// Leave the lab up afterwards (`cargo xtask lab down` removes it).
         #[arg(long)]
         keep: bool,
+    },
+    /// Run the gateway-proto fuzz targets (all, or those named) for a bounded time each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        targets: Vec<String>,
     },
     /// Run the benchmarks (`bench` crate) in release mode.
     Bench {
@@ -85,6 +93,10 @@ fn run_task(task: Task) -> Result<()> {
             LabAction::Status => lab::status(),
         },
         Task::Demo { keep } => demo::demo(keep),
+        Task::Fuzz { seconds, targets } => {
+            setup::setup()?;
+            fuzz::fuzz(&targets, seconds)
+        }
         Task::Bench { args } => {
             setup::setup()?;
             run::run(

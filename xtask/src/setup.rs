@@ -42,6 +42,7 @@ pub fn setup() -> Result<()> {
     step("nightly toolchain with rust-src (BPF target)", rust_src)?;
     step("bpf-linker", bpf_linker)?;
     step("cargo-nextest", nextest)?;
+    step("cargo-fuzz", cargo_fuzz)?;
     step("bpffs at /sys/fs/bpf", bpffs)?;
     step("leftover test namespaces", leftover_namespaces)?;
     println!("setup: ready in {:.1} s", started.elapsed().as_secs_f64());
@@ -184,6 +185,26 @@ fn nextest() -> Result<String> {
     }
     run(Command::new("cargo").args(["install", "--locked", "cargo-nextest"]))?;
     Ok("installed".into())
+}
+
+/// The cargo-fuzz release the fuzz targets are run with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_fuzz() -> Result<String> {
+    if let Ok(v) = capture(Command::new("cargo").args(["fuzz", "--version"]))
+        && v.contains(CARGO_FUZZ_VERSION)
+    {
+        return Ok(v.trim().to_string());
+    }
+    println!("  installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
+    run(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))?;
+    Ok(format!("installed {CARGO_FUZZ_VERSION}"))
 }
 
 fn bpffs() -> Result<String> {

@@ -59,6 +59,9 @@ pub fn test() -> Result<()> {
     }
     let tests = run_tests(&mut nextest);
 
+    section("fuzz smoke");
+    let fuzzing = crate::fuzz::fuzz(&[], crate::fuzz::SMOKE_SECONDS);
+
     section("leftovers");
     // Every test process has ended, so any test namespace whose owner is gone leaked.
     let leaked = lab::remove_stale_namespaces()?;
@@ -67,6 +70,7 @@ pub fn test() -> Result<()> {
     }
     println!("no test namespace left behind");
     let counts = tests?;
+    fuzzing?;
     println!(
         "all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()
