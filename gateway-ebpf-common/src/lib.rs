@@ -246,10 +246,17 @@ pub enum InnerStat {
     NatCreated,
     /// The client's source port was taken for this remote endpoint: another was chosen.
     NatPortChanged,
+    /// To another client's lease, authorized: sent back to the data plane (XDP_TX)
+    /// untranslated.
+    ClientToClient,
+    /// To an address inside the client CIDR while client-to-client is off.
+    ClientToClientDisabled,
+    /// To an address inside the client CIDR that no live session leases.
+    NoSuchClient,
 }
 
 impl InnerStat {
-    pub const ALL: [InnerStat; 15] = [
+    pub const ALL: [InnerStat; 18] = [
         InnerStat::Allowed,
         InnerStat::Drop,
         InnerStat::Spoofed,
@@ -265,6 +272,9 @@ impl InnerStat {
         InnerStat::PassedToKernel,
         InnerStat::NatCreated,
         InnerStat::NatPortChanged,
+        InnerStat::ClientToClient,
+        InnerStat::ClientToClientDisabled,
+        InnerStat::NoSuchClient,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -285,8 +295,25 @@ impl InnerStat {
             InnerStat::PassedToKernel => "passed_to_kernel",
             InnerStat::NatCreated => "nat_created",
             InnerStat::NatPortChanged => "nat_port_changed",
+            InnerStat::ClientToClient => "client_to_client",
+            InnerStat::ClientToClientDisabled => "client_to_client_disabled",
+            InnerStat::NoSuchClient => "no_such_client",
         }
     }
+}
+
+/// Array of one [`InnerConfig`].
+pub const INNER_CONFIG_MAP: &str = "INNER_CONFIG";
+
+/// What `inner` needs to know about the endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InnerConfig {
+    /// The client CIDR: network and netmask, network byte order.
+    pub client_network: [u8; 4],
+    pub client_netmask: [u8; 4],
+    /// Non-zero when clients may reach each other (AWS: a `local` route plus a rule).
+    pub client_to_client: u32,
 }
 
 /// Name of the `inner` XDP program and its maps.
@@ -450,6 +477,8 @@ mod pod {
     unsafe impl aya::Pod for super::EdgeConfig {}
     // SAFETY: #[repr(C)], one byte array.
     unsafe impl aya::Pod for super::EdgePeer {}
+    // SAFETY: #[repr(C)], two byte arrays and a u32 (12 bytes, no padding).
+    unsafe impl aya::Pod for super::InnerConfig {}
     // SAFETY: #[repr(C)], two u64.
     unsafe impl aya::Pod for super::ResetBucket {}
     // SAFETY: #[repr(C)], explicit padding before the u64 (16 bytes).

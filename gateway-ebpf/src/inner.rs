@@ -4,14 +4,14 @@
 //! target ENI's address and forwards. Everything else is dropped and counted by reason.
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use gateway_ebpf_common::{
-    AuthzValue, FlowKey, InnerStat, MAX_AUTHZ_RULES, MAX_ROUTES, MAX_SESSIONS, RouteValue,
-    SessionInfo,
+    AuthzValue, FlowKey, InnerConfig, InnerStat, MAX_AUTHZ_RULES, MAX_ROUTES, MAX_SESSIONS,
+    RouteValue, SessionInfo,
 };
 
 use crate::{
@@ -28,6 +28,9 @@ static INNER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(InnerStat::
 
 #[map(name = "SESSIONS")]
 static SESSIONS: HashMap<[u8; 4], SessionInfo> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+
+#[map(name = "INNER_CONFIG")]
+static INNER_CONFIG: Array<InnerConfig> = Array::with_max_entries(1, 0);
 
 #[map(name = "POLICY_GENERATION")]
 static POLICY_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
@@ -66,6 +69,12 @@ fn count(stat: InnerStat) {
 }
 
 #[inline(always)]
+fn in_network(addr: [u8; 4], network: [u8; 4], netmask: [u8; 4]) -> bool {
+    u32::from_ne_bytes(addr) & u32::from_ne_bytes(netmask) == u32::from_ne_bytes(network)
+        && u32::from_ne_bytes(netmask) != 0
+}
+
+#[inline(always)]
 fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     let eth: &EthHdr = header_at(ctx, 0).ok_or(InnerStat::MalformedIpv4)?;
     if u16::from_be_bytes(eth.ether_type) != ETHERTYPE_IPV4 {
@@ -81,6 +90,23 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
         Some(1) => (&ROUTES_1, &AUTHZ_1),
         _ => (&ROUTES_0, &AUTHZ_0),
     };
+    if let Some(config) = INNER_CONFIG.get(0)
+        && in_network(ip.dst, config.client_network, config.client_netmask)
+    {
+        // Client to client: no route (AWS's `local`), but a rule; back to the data plane
+        // untranslated, which hands it to the session that leases the destination.
+        if config.client_to_client == 0 {
+            return Err(InnerStat::ClientToClientDisabled);
+        }
+        // SAFETY: the value is only read, within this program run.
+        unsafe { SESSIONS.get(ip.dst) }.ok_or(InnerStat::NoSuchClient)?;
+        let rule = rules.get(&destination).ok_or(InnerStat::NotAuthorized)?;
+        if !rule.allows(&session.groups) {
+            return Err(InnerStat::NotAuthorized);
+        }
+        count(InnerStat::ClientToClient);
+        return Ok(XDP_TX);
+    }
     let route = routes.get(&destination).ok_or(InnerStat::NoRoute)?;
     let rule = rules.get(&destination).ok_or(InnerStat::NotAuthorized)?;
     if !rule.allows(&session.groups) {

@@ -160,7 +160,10 @@ interface = "eth1"
                 &"remote vpn2.example.test 1194 tcp-client",
             ]
         );
-        assert!(!lines.contains(&"explicit-exit-notify 1"), "a TCP remote is listed");
+        assert!(
+            !lines.contains(&"explicit-exit-notify 1"),
+            "a TCP remote is listed"
+        );
         for expected in [
             "client",
             "remote-random",

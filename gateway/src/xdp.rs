@@ -10,10 +10,10 @@ use aya::{
 };
 use gateway_ebpf_common::{
     AUTHZ_MAPS, AuthzValue, DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_PROGRAM,
-    EDGE_STATS_MAP, EdgeConfig, EdgePeer, EdgeStat, FlowKey, INNER_PROGRAM, INNER_STATS_MAP,
-    InnerStat, MAX_LISTEN_PORTS, NAT_IN_MAP, NAT_OUT_MAP, NatIn, NatOut, POLICY_GENERATION_MAP,
-    ROUTES_MAPS, RouteValue, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM,
-    TARGET_STATS_MAP, TargetStat,
+    EDGE_STATS_MAP, EdgeConfig, EdgePeer, EdgeStat, FlowKey, INNER_CONFIG_MAP, INNER_PROGRAM,
+    INNER_STATS_MAP, InnerConfig, InnerStat, MAX_LISTEN_PORTS, NAT_IN_MAP, NAT_OUT_MAP, NatIn,
+    NatOut, POLICY_GENERATION_MAP, ROUTES_MAPS, RouteValue, SESSIONS_MAP, SessionInfo,
+    TARGET_DEVS_MAP, TARGET_PROGRAM, TARGET_STATS_MAP, TargetStat,
 };
 use ipnet::Ipv4Net;
 
@@ -286,6 +286,22 @@ impl Policy {
 
     pub fn target_stats(&self) -> Result<TargetStats, XdpError> {
         self.0.stats()
+    }
+
+    /// Tells `inner` the client CIDR and whether clients may reach each other.
+    pub fn set_client_network(
+        &mut self,
+        client_cidr: Ipv4Net,
+        client_to_client: bool,
+    ) -> Result<(), XdpError> {
+        let config = InnerConfig {
+            client_network: client_cidr.network().octets(),
+            client_netmask: client_cidr.netmask().octets(),
+            client_to_client: u32::from(client_to_client),
+        };
+        let mut map = Array::<_, InnerConfig>::try_from(self.0.map_mut(INNER_CONFIG_MAP)?)
+            .map_err(map_error(INNER_CONFIG_MAP))?;
+        map.set(0, config, 0).map_err(map_error(INNER_CONFIG_MAP))
     }
 
     /// Admits packets from `lease` as coming from this session.

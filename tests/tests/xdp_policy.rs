@@ -797,3 +797,51 @@ fn nat_mappings_expire_by_protocol_and_tcp_state() {
         &tcp(SNAT, HOST, 41000),
     );
 }
+
+#[test]
+fn clients_reach_each_other_only_when_enabled_and_authorized() {
+    if !privilege::check("clients_reach_each_other_only_when_enabled_and_authorized") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    let client_cidr: Ipv4Net = "10.200.0.0/22".parse().unwrap();
+    let to_manager = tcp(DEV_LEASE, MANAGER_LEASE, 40000);
+    fx.policy.set_client_network(client_cidr, false).unwrap();
+    fx.expect_drop(
+        "client-to-client off",
+        &to_manager,
+        InnerStat::ClientToClientDisabled,
+    );
+
+    fx.policy.set_client_network(client_cidr, true).unwrap();
+    fx.expect_drop(
+        "no rule for the client CIDR",
+        &to_manager,
+        InnerStat::NotAuthorized,
+    );
+
+    let mut with_local = rules();
+    with_local.extend(compile_authorization(&[rule(
+        "10.200.0.0/22",
+        Access::AllUsers,
+    )]));
+    fx.policy.replace_rules(&routes(&[]), &with_local).unwrap();
+    let before = fx.policy.inner_stats().unwrap();
+    // Back to the data plane untranslated: it hands the packet to the other session.
+    xdp::assert_untouched(fx.policy.inner(), &to_manager, Verdict::Tx)
+        .unwrap_or_else(|e| panic!("client to client: {e:#}"));
+    let moved = fx.policy.inner_stats().unwrap().since(&before);
+    assert_eq!(moved.get(InnerStat::ClientToClient), 1, "{moved}");
+    assert_eq!(moved.get(InnerStat::NatCreated), 0, "{moved}");
+    fx.expect_drop(
+        "to an address no session leases",
+        &tcp(DEV_LEASE, [10, 200, 0, 99], 40000),
+        InnerStat::NoSuchClient,
+    );
+    // Traffic to the VPC is unaffected.
+    fx.expect_translated(
+        "to the VPC",
+        &tcp(DEV_LEASE, HOST, 40000),
+        &tcp(SNAT, HOST, 40000),
+    );
+}

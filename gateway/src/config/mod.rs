@@ -45,6 +45,10 @@ pub struct Endpoint {
     pub client_to_client: bool,
     /// Host names or addresses clients connect to, for exported profiles.
     pub remote_hosts: Vec<String>,
+    /// Hard resets (new connections) one source address may send per second, and in a
+    /// burst, before `edge` drops them; 0 = no limit.
+    pub hard_reset_rate: u32,
+    pub hard_reset_burst: u32,
 }
 
 /// A transport and port the gateway listens on.

@@ -47,6 +47,10 @@ pub struct RawEndpoint {
     pub client_to_client: bool,
     #[serde(default)]
     pub remote_hosts: Vec<String>,
+    #[serde(default = "default_hard_reset_rate")]
+    pub hard_reset_rate: u32,
+    #[serde(default = "default_hard_reset_burst")]
+    pub hard_reset_burst: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +126,14 @@ fn default_client_cidr() -> String {
 
 fn default_session_timeout_hours() -> u32 {
     24
+}
+
+fn default_hard_reset_rate() -> u32 {
+    10
+}
+
+fn default_hard_reset_burst() -> u32 {
+    20
 }
 
 fn default_mode() -> String {

@@ -82,6 +82,10 @@ fn defaults_fill_everything_but_identity_and_pki() {
     assert_eq!(c.endpoint.session_timeout, Duration::from_secs(24 * 3600));
     assert!(c.endpoint.disconnect_on_session_timeout);
     assert_eq!(
+        (c.endpoint.hard_reset_rate, c.endpoint.hard_reset_burst),
+        (10, 20)
+    );
+    assert_eq!(
         c.dataplane,
         Dataplane {
             mode: DataplaneMode::Auto,

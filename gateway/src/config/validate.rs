@@ -168,6 +168,12 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
             ),
         );
     }
+    if raw.hard_reset_rate > 0 && raw.hard_reset_burst == 0 {
+        p.add(
+            "endpoint.hard_reset_burst",
+            "must be at least 1 when endpoint.hard_reset_rate is set",
+        );
+    }
     for (i, host) in raw.remote_hosts.iter().enumerate() {
         if host.is_empty()
             || host.len() > 253
@@ -191,6 +197,8 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
         login_banner: raw.login_banner.clone(),
         client_to_client: raw.client_to_client,
         remote_hosts: raw.remote_hosts.clone(),
+        hard_reset_rate: raw.hard_reset_rate,
+        hard_reset_burst: raw.hard_reset_burst,
     })
 }
 

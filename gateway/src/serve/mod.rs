@@ -43,9 +43,6 @@ pub const TAP_NAME: &str = "gw-tap0";
 const TAP_PEER_MAC: [u8; 6] = [0x02, 0x67, 0x77, 0x00, 0x00, 0x01];
 /// How often idle NAT mappings are swept.
 const NAT_SWEEP_EVERY: Duration = Duration::from_secs(30);
-/// Hard resets one source may send per second (and in a burst) before `edge` drops them.
-const RESETS_PER_SECOND: u32 = 10;
-const RESET_BURST: u32 = 20;
 
 /// The XDP programs, kept in step with the sessions.
 pub struct Xdp {
@@ -276,9 +273,17 @@ async fn flush(server: &mut Server, socket: &tokio::net::UdpSocket, tap: &Tap) {
 /// the TAP, `target` on every target interface; routes and rules from the config.
 fn attach(config: &Config, tap: &Tap, port: u16) -> Result<Xdp> {
     let mut edge = Edge::load()?;
-    edge.configure(&[port], RESETS_PER_SECOND, RESET_BURST)?;
+    edge.configure(
+        &[port],
+        config.endpoint.hard_reset_rate,
+        config.endpoint.hard_reset_burst,
+    )?;
     edge.attach(&config.endpoint.public_interface, AttachMode::Auto)?;
     let mut policy = Policy::load()?;
+    policy.set_client_network(
+        config.endpoint.client_cidr,
+        config.endpoint.client_to_client,
+    )?;
     let compiled = rules::compile(config, &rules::lookup_interface)?;
     policy.replace_rules(&compiled.routes, &compiled.authorization)?;
     for target in &config.targets {
