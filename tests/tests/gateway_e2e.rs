@@ -45,35 +45,48 @@ fn echo_once(listener: TcpListener, timeout: Duration) -> Option<SocketAddr> {
     None
 }
 
-#[test]
-fn a_stock_client_reaches_the_target_through_the_gateway() {
-    if !privilege::check("a_stock_client_reaches_the_target_through_the_gateway") {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("gw-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let pki = Pki::init(&dir.join("pki"), "E2E CA", SERVER_NAME).unwrap();
-    pki.issue_client("alice", None).unwrap();
+/// A lab with `gateway serve` running in the gateway namespace.
+struct Running {
+    lab: Lab,
+    topo: Topology,
+    dir: std::path::PathBuf,
+    pki: Pki,
+    config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<thread::JoinHandle<anyhow::Result<anyhow::Result<()>>>>,
+}
 
-    let mut lab = Lab::new();
-    let topo = Topology::build(&mut lab).unwrap();
-    topo.target
-        .exec(&["ip", "addr", "add", "10.10.0.20/24", "dev", "eth0"])
-        .unwrap();
-    topo.gateway
-        .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        .unwrap();
-    // The target host sends complete checksums and takes redirected frames (GRO on).
-    topo.target
-        .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
-        .unwrap();
-
-    let config_path = dir.join("gateway.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"
+impl Running {
+    /// Starts the gateway; `tls_crypt` false exports AWS-style profiles without any
+    /// control-channel wrapping.
+    fn start(tag: &str, tls_crypt: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!("gw-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = Pki::init(&dir.join("pki"), "E2E CA", SERVER_NAME).unwrap();
+        pki.issue_client("alice", None).unwrap();
+        let mut lab = Lab::new();
+        let topo = Topology::build(&mut lab).unwrap();
+        topo.target
+            .exec(&["ip", "addr", "add", "10.10.0.20/24", "dev", "eth0"])
+            .unwrap();
+        topo.gateway
+            .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            .unwrap();
+        // The target host sends complete checksums and takes redirected frames (GRO on).
+        topo.target
+            .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
+            .unwrap();
+        let tls_crypt_line = if tls_crypt {
+            format!("tls_crypt_key = \"{}\"", path(&pki.tls_crypt_key()))
+        } else {
+            String::new()
+        };
+        let config_path = dir.join("gateway.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                r#"
 [endpoint]
 name = "e2e"
 public_interface = "eth0"
@@ -86,7 +99,7 @@ server_cert = "{}"
 server_key = "{}"
 client_ca = "{}"
 crl = "{}"
-tls_crypt_key = "{}"
+{tls_crypt_line}
 [[target]]
 interface = "eth1"
 [[route]]
@@ -96,22 +109,19 @@ target = "eth1"
 destination = "10.10.0.10/32"
 all_users = true
 "#,
-            path(&pki.server_cert()),
-            path(&pki.server_key()),
-            path(&pki.ca_cert()),
-            path(&pki.crl()),
-            path(&pki.tls_crypt_key())
-        ),
-    )
-    .unwrap();
-
-    // The gateway, in-process on a thread inside the gateway's namespace.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let gw_ns = topo.gateway.clone();
-    let cfg = config_path.clone();
-    let server = thread::spawn(move || {
-        gw_ns
-            .run_in(move || {
+                path(&pki.server_cert()),
+                path(&pki.server_key()),
+                path(&pki.ca_cert()),
+                path(&pki.crl()),
+            ),
+        )
+        .unwrap();
+        // The gateway, in-process on a thread inside the gateway's namespace.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let gw_ns = topo.gateway.clone();
+        let cfg = config_path.clone();
+        let server = thread::spawn(move || {
+            gw_ns.run_in(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -120,55 +130,82 @@ all_users = true
                     let _ = stop_rx.await;
                 }))
             })
-            .unwrap()
-    });
-
-    let config = Config::load(&config_path).unwrap();
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-    let (cert, key) = (
-        read(&pki.client_cert("alice")),
-        read(&pki.client_key("alice")),
-    );
-    let profile = client_profile(
-        &config,
-        &ProfileInputs {
-            remote_hosts: &config.endpoint.remote_hosts,
-            ca_pem: &read(&pki.ca_cert()),
-            server_name: SERVER_NAME,
-            tls_crypt_key: Some(&read(&pki.tls_crypt_key())),
-            client: Some((&cert, &key)),
-        },
-    )
-    .unwrap();
-    let profile_path = dir.join("alice.ovpn");
-    std::fs::write(&profile_path, profile).unwrap();
-    let client_log = dir.join("alice.log");
-    // Give the gateway a moment to bind; the client retries its resets anyway.
-    thread::sleep(Duration::from_millis(300));
-    lab.spawn(
-        &topo.client,
-        &["openvpn", "--config", path(&profile_path)],
-        Some(&client_log),
-    )
-    .unwrap();
-    let connected = wait_until("the client's tunnel", Duration::from_secs(30), || {
-        server.is_finished() || read_log(&client_log).contains("Initialization Sequence Completed")
-    })
-    .and_then(|()| {
-        if server.is_finished() {
-            anyhow::bail!("the gateway stopped")
-        } else {
-            Ok(())
+        });
+        let config = Config::load(&config_path).unwrap();
+        Self {
+            lab,
+            topo,
+            dir,
+            pki,
+            config,
+            stop: Some(stop_tx),
+            server: Some(server),
         }
-    });
-    if let Err(e) = connected {
-        let _ = stop_tx.send(());
-        let result = server.join();
-        panic!(
-            "{e}\nclient:\n{}\ngateway: {result:?}",
+    }
+
+    /// Connects the stock client with the exported profile plus `extra` options; returns
+    /// its log once the tunnel is up.
+    fn connect(&mut self, extra: &[&str]) -> std::path::PathBuf {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let (cert, key) = (
+            read(&self.pki.client_cert("alice")),
+            read(&self.pki.client_key("alice")),
+        );
+        let tls_crypt = self.config.tls.tls_crypt_key.as_ref().map(|p| read(p));
+        let profile = client_profile(
+            &self.config,
+            &ProfileInputs {
+                remote_hosts: &self.config.endpoint.remote_hosts,
+                ca_pem: &read(&self.pki.ca_cert()),
+                server_name: SERVER_NAME,
+                tls_crypt_key: tls_crypt.as_deref(),
+                client: Some((&cert, &key)),
+            },
+        )
+        .unwrap();
+        let profile_path = self.dir.join("alice.ovpn");
+        std::fs::write(&profile_path, profile).unwrap();
+        let client_log = self.dir.join("alice.log");
+        let mut args = vec!["openvpn", "--config", path(&profile_path)];
+        args.extend_from_slice(extra);
+        self.lab
+            .spawn(&self.topo.client, &args, Some(&client_log))
+            .unwrap();
+        let server = self.server.as_ref().unwrap();
+        wait_until("the client's tunnel", Duration::from_secs(30), || {
+            server.is_finished()
+                || read_log(&client_log).contains("Initialization Sequence Completed")
+        })
+        .unwrap_or_else(|e| panic!("{e}\nclient:\n{}", read_log(&client_log)));
+        assert!(
+            !server.is_finished(),
+            "the gateway stopped:\n{}",
             read_log(&client_log)
         );
+        client_log
     }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.join().unwrap().unwrap().unwrap();
+        }
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn a_stock_client_reaches_the_target_through_the_gateway() {
+    if !privilege::check("a_stock_client_reaches_the_target_through_the_gateway") {
+        return;
+    }
+    let mut gw = Running::start("main", true);
+    let client_log = gw.connect(&[]);
+    let topo = &gw.topo;
 
     // ICMP through the tunnel and the XDP policy.
     topo.client
@@ -223,9 +260,30 @@ all_users = true
         host.join().unwrap().is_none(),
         "the denied host saw a connection"
     );
+    gw.stop();
+}
 
-    let _ = stop_tx.send(());
-    server.join().unwrap().unwrap();
-    drop(lab);
-    std::fs::remove_dir_all(&dir).unwrap();
+#[test]
+fn every_cipher_and_the_unwrapped_aws_style_profile_work() {
+    if !privilege::check("every_cipher_and_the_unwrapped_aws_style_profile_work") {
+        return;
+    }
+    for (tag, tls_crypt, cipher) in [
+        ("aes128", true, "AES-128-GCM"),
+        ("chacha", true, "CHACHA20-POLY1305"),
+        ("nowrap", false, "AES-256-GCM"),
+    ] {
+        let mut gw = Running::start(tag, tls_crypt);
+        let log = gw.connect(&["--data-ciphers", cipher]);
+        assert!(
+            read_log(&log).contains(&format!("Data Channel: cipher '{cipher}'")),
+            "{tag}: {cipher} not negotiated:\n{}",
+            read_log(&log)
+        );
+        gw.topo
+            .client
+            .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "3", "10.10.0.10"])
+            .unwrap_or_else(|e| panic!("{tag}: {e:#}\n{}", read_log(&log)));
+        gw.stop();
+    }
 }

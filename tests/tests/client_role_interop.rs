@@ -1,0 +1,202 @@
+//! Our CLIENT role (gateway-proto, as the benchmark load generator will use it) against
+//! the STOCK OpenVPN 2.6 server: handshake with tls-crypt, the push applied, and an
+//! ICMP echo through the tunnel answered by the server's tunnel address — for each of
+//! the three data ciphers.
+
+use std::{
+    net::UdpSocket,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use gateway::pki::Pki;
+use gateway_proto::{
+    data::Cipher,
+    keys::Role,
+    session::{
+        ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, Event, Session,
+        TlsVersions,
+    },
+    static_key::StaticKey,
+    wrap::{TlsCrypt, Wrap},
+};
+use gateway_tests::{
+    lab::{Lab, read_log, wait_until},
+    privilege,
+    xdp::frame,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Connects with `cipher` offered alone, pings 10.8.0.1 through the tunnel; returns the
+/// echo reply's source and what the server negotiated.
+fn connect_and_ping(pki: &Pki, cipher: Cipher) -> Result<(Cipher, [u8; 4]), String> {
+    let key = StaticKey::parse(&std::fs::read_to_string(pki.tls_crypt_key()).unwrap()).unwrap();
+    let wrap = Wrap::TlsCrypt(TlsCrypt::new(&key, Role::Client));
+    let config = ClientConfig::new(ClientSettings {
+        ca: CertificateDer::pem_file_iter(pki.ca_cert())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect(),
+        cert_chain: CertificateDer::pem_file_iter(pki.client_cert("loadgen"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect(),
+        key: PrivateKeyDer::from_pem_file(pki.client_key("loadgen")).unwrap(),
+        tls_versions: TlsVersions::default(),
+        ciphers: vec![cipher],
+        username: String::new(),
+        password: String::new(),
+        peer_info_extra: Vec::new(),
+        proto_flags: DEFAULT_CLIENT_PROTO_FLAGS,
+        common: Common::new(wrap).unwrap(),
+    })
+    .map_err(|e| format!("client config: {e}"))?;
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let start = Instant::now();
+    let mut session =
+        Session::client(Arc::new(config), start, unix).map_err(|e| format!("start: {e:?}"))?;
+    let socket = UdpSocket::bind("198.51.100.2:0").map_err(|e| e.to_string())?;
+    socket
+        .connect("198.51.100.1:1194")
+        .map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut negotiated = None;
+    let mut sent_ping = false;
+    while start.elapsed() < Duration::from_secs(20) {
+        let now = Instant::now();
+        while let Some(t) = session.poll_transmit(now) {
+            socket.send(&t.contents).map_err(|e| e.to_string())?;
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Established(e) => {
+                    negotiated = Some(e.keys.cipher);
+                    let address = e
+                        .push
+                        .and_then(|p| p.ifconfig)
+                        .ok_or("no ifconfig pushed")?
+                        .address;
+                    let ping = frame::icmp_echo(
+                        address.octets(),
+                        [10, 8, 0, 1],
+                        0x4242,
+                        1,
+                        b"gateway-proto client",
+                    );
+                    session
+                        .send_data(now, &ping[14..])
+                        .map_err(|e| format!("send: {e:?}"))?;
+                    sent_ping = true;
+                }
+                Event::Packet(p) if sent_ping && p.len() >= 28 && p[9] == 1 && p[20] == 0 => {
+                    let from = [p[12], p[13], p[14], p[15]];
+                    return Ok((negotiated.ok_or("packet before Established")?, from));
+                }
+                Event::Closed { reason } => return Err(format!("closed: {reason:?}")),
+                _ => {}
+            }
+        }
+        if session.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            session.handle_timeout(Instant::now());
+        }
+        if let Ok(n) = socket.recv(&mut buf) {
+            let _ = session.handle_datagram(Instant::now(), &buf[..n]);
+        }
+    }
+    Err(format!(
+        "no echo reply within 20 s (negotiated: {negotiated:?})"
+    ))
+}
+
+#[test]
+fn our_client_role_passes_traffic_through_a_stock_openvpn_server() {
+    if !privilege::check("our_client_role_passes_traffic_through_a_stock_openvpn_server") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gw-client-role-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = Pki::init(&dir.join("pki"), "Client role CA", "stock.example.test").unwrap();
+    pki.issue_client("loadgen", None).unwrap();
+
+    let mut lab = Lab::new();
+    let client = lab.add_namespace("client").unwrap();
+    let server = lab.add_namespace("server").unwrap();
+    lab.veth(
+        (&client, "eth0", Some("198.51.100.2/24")),
+        (&server, "eth0", Some("198.51.100.1/24")),
+    )
+    .unwrap();
+    let server_log = dir.join("server.log");
+    lab.spawn(
+        &server,
+        &[
+            "openvpn",
+            "--dev",
+            "tun",
+            "--server",
+            "10.8.0.0",
+            "255.255.255.0",
+            "--topology",
+            "subnet",
+            "--proto",
+            "udp",
+            "--local",
+            "198.51.100.1",
+            "--port",
+            "1194",
+            "--ca",
+            path(&pki.ca_cert()),
+            "--cert",
+            path(&pki.server_cert()),
+            "--key",
+            path(&pki.server_key()),
+            "--dh",
+            "none",
+            "--tls-crypt",
+            path(&pki.tls_crypt_key()),
+            "--data-ciphers",
+            "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305",
+            "--keepalive",
+            "10",
+            "60",
+            "--verb",
+            "3",
+        ],
+        Some(&server_log),
+    )
+    .unwrap();
+    wait_until("the stock server", Duration::from_secs(10), || {
+        read_log(&server_log).contains("Initialization Sequence Completed")
+    })
+    .unwrap();
+
+    for cipher in [
+        Cipher::Aes256Gcm,
+        Cipher::Aes128Gcm,
+        Cipher::ChaCha20Poly1305,
+    ] {
+        let (negotiated, from) = client
+            .run_in(|| connect_and_ping(&pki, cipher))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{cipher}: {e}\nserver log:\n{}", read_log(&server_log)));
+        assert_eq!(negotiated, cipher);
+        assert_eq!(
+            from,
+            [10, 8, 0, 1],
+            "{cipher}: the echo reply comes from the server's tunnel address"
+        );
+    }
+    drop(lab);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
