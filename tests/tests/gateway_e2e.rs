@@ -60,11 +60,17 @@ impl Running {
     /// Starts the gateway; `tls_crypt` false exports AWS-style profiles without any
     /// control-channel wrapping.
     fn start(tag: &str, tls_crypt: bool) -> Self {
+        Self::start_with(tag, tls_crypt, |_| {})
+    }
+
+    /// As [`Running::start`], with `prepare` run on the PKI before the gateway loads it.
+    fn start_with(tag: &str, tls_crypt: bool, prepare: impl FnOnce(&Pki)) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let pki = Pki::init(&dir.join("pki"), "E2E CA", SERVER_NAME).unwrap();
         pki.issue_client("alice", None).unwrap();
+        prepare(&pki);
         let mut lab = Lab::new();
         let topo = Topology::build(&mut lab).unwrap();
         topo.target
@@ -146,31 +152,8 @@ all_users = true
     /// Connects the stock client with the exported profile plus `extra` options; returns
     /// its log once the tunnel is up.
     fn connect(&mut self, extra: &[&str]) -> std::path::PathBuf {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-        let (cert, key) = (
-            read(&self.pki.client_cert("alice")),
-            read(&self.pki.client_key("alice")),
-        );
-        let tls_crypt = self.config.tls.tls_crypt_key.as_ref().map(|p| read(p));
-        let profile = client_profile(
-            &self.config,
-            &ProfileInputs {
-                remote_hosts: &self.config.endpoint.remote_hosts,
-                ca_pem: &read(&self.pki.ca_cert()),
-                server_name: SERVER_NAME,
-                tls_crypt_key: tls_crypt.as_deref(),
-                client: Some((&cert, &key)),
-            },
-        )
-        .unwrap();
-        let profile_path = self.dir.join("alice.ovpn");
-        std::fs::write(&profile_path, profile).unwrap();
-        let client_log = self.dir.join("alice.log");
-        let mut args = vec!["openvpn", "--config", path(&profile_path)];
-        args.extend_from_slice(extra);
-        self.lab
-            .spawn(&self.topo.client, &args, Some(&client_log))
-            .unwrap();
+        let (cert, key) = (self.pki.client_cert("alice"), self.pki.client_key("alice"));
+        let client_log = self.launch("alice", &cert, &key, true, extra);
         let server = self.server.as_ref().unwrap();
         wait_until("the client's tunnel", Duration::from_secs(30), || {
             server.is_finished()
@@ -182,6 +165,47 @@ all_users = true
             "the gateway stopped:\n{}",
             read_log(&client_log)
         );
+        client_log
+    }
+
+    /// Starts a stock client named `who` with this certificate and key (and the
+    /// tls-crypt key unless `with_tls_crypt` is false); returns its log path.
+    fn launch(
+        &mut self,
+        who: &str,
+        cert: &Path,
+        key: &Path,
+        with_tls_crypt: bool,
+        extra: &[&str],
+    ) -> std::path::PathBuf {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let (cert, key) = (read(cert), read(key));
+        let tls_crypt = self
+            .config
+            .tls
+            .tls_crypt_key
+            .as_ref()
+            .filter(|_| with_tls_crypt)
+            .map(|p| read(p));
+        let profile = client_profile(
+            &self.config,
+            &ProfileInputs {
+                remote_hosts: &self.config.endpoint.remote_hosts,
+                ca_pem: &read(&self.pki.ca_cert()),
+                server_name: SERVER_NAME,
+                tls_crypt_key: tls_crypt.as_deref(),
+                client: Some((&cert, &key)),
+            },
+        )
+        .unwrap();
+        let profile_path = self.dir.join(format!("{who}.ovpn"));
+        std::fs::write(&profile_path, profile).unwrap();
+        let client_log = self.dir.join(format!("{who}.log"));
+        let mut args = vec!["openvpn", "--config", path(&profile_path)];
+        args.extend_from_slice(extra);
+        self.lab
+            .spawn(&self.topo.client, &args, Some(&client_log))
+            .unwrap();
         client_log
     }
 
@@ -286,4 +310,177 @@ fn every_cipher_and_the_unwrapped_aws_style_profile_work() {
             .unwrap_or_else(|e| panic!("{tag}: {e:#}\n{}", read_log(&log)));
         gw.stop();
     }
+}
+
+#[test]
+fn sighup_applies_new_rules_without_dropping_the_session() {
+    if !privilege::check("sighup_applies_new_rules_without_dropping_the_session") {
+        return;
+    }
+    let mut gw = Running::start("reload", true);
+    let log = gw.connect(&[]);
+    let ping = |host: &str| gw.topo.client.exec(&["ping", "-c", "1", "-W", "2", host]);
+    ping("10.10.0.10").unwrap();
+    assert!(ping("10.10.0.20").is_err(), "no rule allows 10.10.0.20 yet");
+    let config_path = gw.dir.join("gateway.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, text.replace("10.10.0.10/32", "10.10.0.0/24")).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_until("the new rules", Duration::from_secs(5), || {
+        ping("10.10.0.20").is_ok()
+    })
+    .unwrap();
+    ping("10.10.0.10").unwrap();
+    let client = read_log(&log);
+    assert_eq!(
+        client.matches("Initialization Sequence Completed").count(),
+        1,
+        "the session was dropped:\n{client}"
+    );
+    gw.stop();
+}
+
+#[test]
+fn revoked_foreign_and_unwrapped_clients_are_refused() {
+    if !privilege::check("revoked_foreign_and_unwrapped_clients_are_refused") {
+        return;
+    }
+    let mut gw = Running::start_with("refused", true, |pki| {
+        pki.issue_client("bob", None).unwrap();
+        pki.revoke("bob").unwrap();
+    });
+    let other = Pki::init(&gw.dir.join("other-pki"), "Other CA", SERVER_NAME).unwrap();
+    other.issue_client("eve", None).unwrap();
+    let (pki_bob, pki_alice) = (
+        (gw.pki.client_cert("bob"), gw.pki.client_key("bob")),
+        (gw.pki.client_cert("alice"), gw.pki.client_key("alice")),
+    );
+    let retry = ["--connect-retry-max", "1"];
+    let bob = gw.launch("bob", &pki_bob.0, &pki_bob.1, true, &retry);
+    let eve = gw.launch(
+        "eve",
+        &other.client_cert("eve"),
+        &other.client_key("eve"),
+        true,
+        &retry,
+    );
+    let nowrap = gw.launch("nowrap", &pki_alice.0, &pki_alice.1, false, &retry);
+    // Revoked and foreign certificates fail in TLS: the gateway answers with an alert.
+    for (who, log, why) in [("bob", &bob, "certificate revoked"), ("eve", &eve, "")] {
+        wait_until(
+            &format!("{who} to be refused"),
+            Duration::from_secs(20),
+            || read_log(log).contains("fatal SSL alert"),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{who}:\n{}", read_log(log)));
+        let l = read_log(log);
+        assert!(l.contains(why), "{who}: expected {why:?}:\n{l}");
+        assert!(
+            !l.contains("Initialization Sequence Completed"),
+            "{who} got in"
+        );
+    }
+    // Without the tls-crypt key the gateway never answers.
+    thread::sleep(Duration::from_secs(3));
+    let l = read_log(&nowrap);
+    assert!(
+        !l.contains("Peer Connection Initiated")
+            && !l.contains("Initialization Sequence Completed"),
+        "{l}"
+    );
+    // A proper client still gets in.
+    gw.connect(&[]);
+    gw.stop();
+}
+
+#[test]
+fn garbage_at_the_listen_port_does_not_disturb_a_connected_client() {
+    if !privilege::check("garbage_at_the_listen_port_does_not_disturb_a_connected_client") {
+        return;
+    }
+    let mut gw = Running::start("garbage", true);
+    let log = gw.connect(&[]);
+    gw.topo
+        .client
+        .run_in(|| {
+            let s = std::net::UdpSocket::bind("198.51.100.2:0").unwrap();
+            let mut x: u32 = 0x1234_5678;
+            for i in 0..2000u32 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let len = (x % 300) as usize;
+                let mut p: Vec<u8> = (0..len)
+                    .map(|j| (x.rotate_left(j as u32) >> 3) as u8)
+                    .collect();
+                // Every opcode, in full and truncated packets.
+                if let Some(first) = p.first_mut() {
+                    *first = ((i % 32) as u8) << 3;
+                }
+                let _ = s.send_to(&p, "198.51.100.1:1194");
+            }
+        })
+        .unwrap();
+    gw.topo
+        .client
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", "10.10.0.10"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&log)));
+    assert!(!gw.server.as_ref().unwrap().is_finished());
+    gw.stop();
+}
+
+#[test]
+fn tcp_keeps_flowing_through_repeated_rekeys() {
+    if !privilege::check("tcp_keeps_flowing_through_repeated_rekeys") {
+        return;
+    }
+    let mut gw = Running::start("rekey", true);
+    let log = gw.connect(&["--reneg-sec", "4"]);
+    let iperf_log = gw.dir.join("iperf3.log");
+    gw.lab
+        .spawn(
+            &gw.topo.target,
+            &["iperf3", "-s", "-1", "-B", "10.10.0.10", "--forceflush"],
+            Some(&iperf_log),
+        )
+        .unwrap();
+    wait_until("iperf3", Duration::from_secs(5), || {
+        read_log(&iperf_log).contains("listening")
+    })
+    .unwrap();
+    let out = gw
+        .topo
+        .client
+        .exec(&[
+            "iperf3",
+            "-c",
+            "10.10.0.10",
+            "-t",
+            "14",
+            "-i",
+            "1",
+            "-J",
+            "--connect-timeout",
+            "3000",
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&log)));
+    let renegotiations = read_log(&log).matches("TLS: soft reset").count();
+    assert!(
+        renegotiations >= 2,
+        "expected rekeys every 4 s, saw {renegotiations}:\n{}",
+        read_log(&log)
+    );
+    // Every one-second interval moved data: no stall across a rekey.
+    let intervals = out
+        .find("\"intervals\"")
+        .and_then(|a| out[a..].find("\"sum_sent\"").map(|b| &out[a..a + b]))
+        .expect("iperf3 JSON has intervals and a summary");
+    // Each interval reports its stream and their sum.
+    let moved = intervals.matches("\"bytes\":").count() / 2;
+    let stalls =
+        intervals.matches("\"bytes\":\t0,").count() + intervals.matches("\"bytes\": 0,").count();
+    assert!(moved >= 14, "expected 14 one-second intervals:\n{out}");
+    assert_eq!(stalls, 0, "an interval carried no data:\n{out}");
+    assert!(out.contains("\"sum_received\""), "{out}");
+    gw.stop();
 }
