@@ -60,11 +60,12 @@ impl Running {
     /// Starts the gateway; `tls_crypt` false exports AWS-style profiles without any
     /// control-channel wrapping.
     fn start(tag: &str, tls_crypt: bool) -> Self {
-        Self::start_with(tag, tls_crypt, |_| {})
+        Self::start_with(tag, tls_crypt, "udp/1194", |_| {})
     }
 
-    /// As [`Running::start`], with `prepare` run on the PKI before the gateway loads it.
-    fn start_with(tag: &str, tls_crypt: bool, prepare: impl FnOnce(&Pki)) -> Self {
+    /// As [`Running::start`], listening on `listen`, with `prepare` run on the PKI before
+    /// the gateway loads it.
+    fn start_with(tag: &str, tls_crypt: bool, listen: &str, prepare: impl FnOnce(&Pki)) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -96,7 +97,7 @@ impl Running {
 [endpoint]
 name = "e2e"
 public_interface = "eth0"
-listen = ["udp/1194"]
+listen = ["{listen}"]
 client_cidr = "10.200.0.0/22"
 split_tunnel = true
 remote_hosts = ["198.51.100.1"]
@@ -345,7 +346,7 @@ fn revoked_foreign_and_unwrapped_clients_are_refused() {
     if !privilege::check("revoked_foreign_and_unwrapped_clients_are_refused") {
         return;
     }
-    let mut gw = Running::start_with("refused", true, |pki| {
+    let mut gw = Running::start_with("refused", true, "udp/1194", |pki| {
         pki.issue_client("bob", None).unwrap();
         pki.revoke("bob").unwrap();
     });
@@ -482,5 +483,52 @@ fn tcp_keeps_flowing_through_repeated_rekeys() {
     assert!(moved >= 14, "expected 14 one-second intervals:\n{out}");
     assert_eq!(stalls, 0, "an interval carried no data:\n{out}");
     assert!(out.contains("\"sum_received\""), "{out}");
+    gw.stop();
+}
+
+#[test]
+fn the_tcp_transport_works() {
+    if !privilege::check("the_tcp_transport_works") {
+        return;
+    }
+    let mut gw = Running::start_with("tcp", true, "tcp/1194", |_| {});
+    let log = gw.connect(&[]);
+    let l = read_log(&log);
+    assert!(
+        l.contains("TCP_CLIENT link remote") || l.contains("TCP connection established"),
+        "not over TCP:\n{l}"
+    );
+    gw.topo
+        .client
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", "10.10.0.10"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&log)));
+    let listener = gw
+        .topo
+        .target
+        .run_in(|| TcpListener::bind("10.10.0.10:8080"))
+        .unwrap()
+        .unwrap();
+    let host = thread::spawn(move || echo_once(listener, Duration::from_secs(8)));
+    let echoed = gw
+        .topo
+        .client
+        .run_in(|| {
+            let mut s = TcpStream::connect_timeout(
+                &"10.10.0.10:8080".parse().unwrap(),
+                Duration::from_secs(5),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(&[0x5a; 200])?;
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf)?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, [0x5a; 200]);
+    assert_eq!(
+        host.join().unwrap().unwrap().ip().to_string(),
+        Topology::GATEWAY_TARGET_ADDR
+    );
     gw.stop();
 }

@@ -2,12 +2,14 @@
 //! from one tokio task: UDP datagrams, packets read from the TAP, session timers, the NAT
 //! sweep, and SIGHUP (reload routes and rules) / SIGTERM (close every session).
 //!
-//! This first serving path carries tunnel packets through this task (socket mode, one
-//! worker); the pinned data-plane workers and the TCP transport come next.
+//! One UDP and one TCP listen entry are served. This first serving path carries tunnel
+//! packets through this task (socket mode, one worker); the pinned data-plane workers
+//! come next.
 
 mod server;
 
 use std::{
+    collections::HashMap,
     future::Future,
     net::{Ipv4Addr, SocketAddr},
     os::fd::{AsRawFd, RawFd},
@@ -18,6 +20,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use gateway_proto::{
     data::Cipher,
+    framing::{MAX_FRAME_LEN, StreamDecoder, frame_header},
     keys::Role,
     push::ServerFeatures,
     session::{Common, ServerConfig, ServerSettings, TlsVersions},
@@ -136,15 +139,25 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
             "IPv4 forwarding is off: set net.ipv4.ip_forward=1 (the XDP next-hop lookup needs it)"
         );
     }
-    let listen = config
+    let udp = config
         .endpoint
         .listen
         .iter()
         .find(|l| l.transport == Transport::Udp)
-        .copied()
-        .context("endpoint.listen has no udp/PORT entry; the TCP transport is not served yet")?;
-    for other in config.endpoint.listen.iter().filter(|l| **l != listen) {
-        warn!("{other} is not served yet: only {listen} is");
+        .copied();
+    let tcp = config
+        .endpoint
+        .listen
+        .iter()
+        .find(|l| l.transport == Transport::Tcp)
+        .copied();
+    for other in config
+        .endpoint
+        .listen
+        .iter()
+        .filter(|l| Some(**l) != udp && Some(**l) != tcp)
+    {
+        warn!("{other} is not served: one UDP and one TCP port are");
     }
 
     let pool = AddressPool::new(config.endpoint.client_cidr);
@@ -163,7 +176,8 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         let path = format!("/proc/sys/net/ipv4/conf/{TAP_NAME}/{knob}");
         std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
     }
-    let mut xdp = attach(&config, &tap, listen.port)?;
+    let udp_ports: Vec<u16> = udp.iter().map(|l| l.port).collect();
+    let mut xdp = attach(&config, &tap, &udp_ports)?;
 
     let mut secret = [0u8; 32];
     SystemRandom::new()
@@ -176,18 +190,32 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         &secret,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
-    let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], listen.port)))
+    // Without a UDP entry the socket is bound to an ephemeral port and never used.
+    let udp_port = udp.map_or(0, |l| l.port);
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], udp_port)))
         .await
-        .with_context(|| format!("binding {listen}"))?;
-    // SAFETY: the descriptor belongs to `tap`, which outlives `tap_fd` (both live until
-    // this function returns, `tap_fd` is declared later and dropped first).
+        .with_context(|| format!("binding udp/{udp_port}"))?;
+    let (stream_tx, mut streams) = tokio::sync::mpsc::channel::<StreamEvent>(1024);
+    if let Some(tcp) = tcp {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], tcp.port)))
+            .await
+            .with_context(|| format!("binding {tcp}"))?;
+        tokio::spawn(accept_streams(listener, stream_tx));
+    }
+    let mut tcp_writers: HashMap<SocketAddr, tokio::sync::mpsc::UnboundedSender<Vec<u8>>> =
+        HashMap::new();
     let tap_fd = unsafe { AsyncFd::register(TapFd(tap.raw_fd(0))) }
         .map_err(|e| anyhow::anyhow!("polling the TAP: {e}"))?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sweep = tokio::time::interval(NAT_SWEEP_EVERY);
+    let listen: Vec<String> = udp
+        .iter()
+        .chain(tcp.iter())
+        .map(ToString::to_string)
+        .collect();
     info!(
         endpoint = %config.endpoint.name,
-        %listen,
+        listen = %listen.join(" "),
         client_cidr = %config.endpoint.client_cidr,
         "serving"
     );
@@ -200,9 +228,21 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
+            received = socket.recv_from(&mut buf), if udp.is_some() => match received {
                 Ok((n, from)) => server.handle_datagram(Instant::now(), from, &buf[..n], &mut xdp),
-                Err(e) => warn!("receiving on {listen}: {e}"),
+                Err(e) => warn!("receiving on udp/{udp_port}: {e}"),
+            },
+            Some(event) = streams.recv() => match event {
+                StreamEvent::Opened(from, writer) => {
+                    tcp_writers.insert(from, writer);
+                }
+                StreamEvent::Packet(from, packet) => {
+                    server.handle_stream_packet(Instant::now(), from, &packet, &mut xdp);
+                }
+                StreamEvent::Closed(from) => {
+                    tcp_writers.remove(&from);
+                    server.stream_closed(from, &mut xdp);
+                }
             },
             ready = tap_fd.readable() => {
                 let mut guard = ready?;
@@ -233,11 +273,11 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
             _ = &mut shutdown => {
                 info!(sessions = server.sessions(), "shutting down");
                 server.close_all(Instant::now(), &mut xdp);
-                flush(&mut server, &socket, &tap).await;
+                flush(&mut server, &socket, &tcp_writers, &tap).await;
                 return Ok(());
             }
         }
-        flush(&mut server, &socket, &tap).await;
+        flush(&mut server, &socket, &tcp_writers, &tap).await;
     }
 }
 
@@ -250,10 +290,103 @@ impl AsRawFd for TapFd {
     }
 }
 
-/// Sends what the sessions produced and writes tunnel packets into the TAP.
-async fn flush(server: &mut Server, socket: &tokio::net::UdpSocket, tap: &Tap) {
+/// What the TCP connection tasks tell the serving task.
+enum StreamEvent {
+    /// A client connected; packets for it go to this writer.
+    Opened(SocketAddr, tokio::sync::mpsc::UnboundedSender<Vec<u8>>),
+    /// A packet deframed from a client's stream.
+    Packet(SocketAddr, Vec<u8>),
+    /// The connection ended (closed, reset, or broken framing).
+    Closed(SocketAddr),
+}
+
+/// Accepts TCP clients; each gets a reader task (deframing into packets) and a writer
+/// task (framing what the session sends).
+async fn accept_streams(
+    listener: tokio::net::TcpListener,
+    events: tokio::sync::mpsc::Sender<StreamEvent>,
+) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!("accepting TCP: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        if events
+            .send(StreamEvent::Opened(from, out_tx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let events = events.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let Ok(mut decoder) = StreamDecoder::new(MAX_FRAME_LEN) else {
+                return;
+            };
+            let mut buf = vec![0u8; 65536];
+            'read: loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let mut input = &buf[..n];
+                loop {
+                    match decoder.decode(&mut input) {
+                        Ok(Some(packet)) => {
+                            if events
+                                .send(StreamEvent::Packet(from, packet.to_vec()))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!(%from, "TCP framing: {e}");
+                            break 'read;
+                        }
+                    }
+                }
+            }
+            let _ = events.send(StreamEvent::Closed(from)).await;
+        });
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some(packet) = out_rx.recv().await {
+                let Ok(header) = frame_header(packet.len()) else {
+                    continue;
+                };
+                if writer.write_all(&header).await.is_err()
+                    || writer.write_all(&packet).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Sends what the sessions produced (over UDP, or the client's TCP connection) and
+/// writes tunnel packets into the TAP.
+async fn flush(
+    server: &mut Server,
+    socket: &tokio::net::UdpSocket,
+    tcp_writers: &HashMap<SocketAddr, tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    tap: &Tap,
+) {
     for d in std::mem::take(&mut server.outbox) {
-        if let Err(e) = socket.send_to(&d.bytes, d.to).await {
+        if let Some(writer) = tcp_writers.get(&d.to) {
+            let _ = writer.send(d.bytes);
+        } else if let Err(e) = socket.send_to(&d.bytes, d.to).await {
             warn!(to = %d.to, "sending: {e}");
         }
     }
@@ -271,10 +404,10 @@ async fn flush(server: &mut Server, socket: &tokio::net::UdpSocket, tap: &Tap) {
 
 /// Loads the XDP programs and attaches them: `edge` on the public interface, `inner` on
 /// the TAP, `target` on every target interface; routes and rules from the config.
-fn attach(config: &Config, tap: &Tap, port: u16) -> Result<Xdp> {
+fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
     let mut edge = Edge::load()?;
     edge.configure(
-        &[port],
+        udp_ports,
         config.endpoint.hard_reset_rate,
         config.endpoint.hard_reset_burst,
     )?;

@@ -15,7 +15,7 @@ use gateway_proto::{
     cookie::{CookieConfig, CookieKey, ResetRateLimiter},
     packet::{ControlPacket, ControlRepr, Opcode, PeerId},
     push::{AuthFailure, KeepaliveSettings, PushPolicy, Route, RouteGateway, TunnelMode},
-    session::{CloseReason, Event, ServerConfig, Session},
+    session::{Event, ServerConfig, Session},
     wrap::Wrap,
 };
 use tracing::{info, warn};
@@ -131,6 +131,56 @@ impl Server {
             return;
         }
         self.new_client(now, from, bytes, dp);
+    }
+
+    /// A packet read from the TCP connection of `from` (already deframed). The
+    /// connection itself proves the address, so a session starts statefully from the
+    /// client's reset, with no cookie round.
+    pub fn handle_stream_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        dp: &mut dyn DataPath,
+    ) {
+        if let Some(&peer_id) = self.by_addr.get(&from) {
+            if let Some(client) = self.clients.get_mut(&peer_id) {
+                let _ = client.session.handle_datagram(now, bytes);
+            }
+            self.drive(peer_id, now, dp);
+            return;
+        }
+        let Some(peer_id) = self.allocate_peer_id() else {
+            warn!(%from, "no free peer-id");
+            return;
+        };
+        let Ok(pid) = PeerId::new(peer_id) else {
+            return;
+        };
+        match Session::server_from_reset(self.session_config.clone(), now, unix_now(), pid, bytes) {
+            Ok(session) => {
+                self.clients.insert(
+                    peer_id,
+                    Client {
+                        session,
+                        addr: from,
+                        lease: None,
+                        common_name: String::new(),
+                        established_at: None,
+                    },
+                );
+                self.by_addr.insert(from, peer_id);
+                self.drive(peer_id, now, dp);
+            }
+            Err(e) => warn!(%from, "TCP session not started: {e:?}"),
+        }
+    }
+
+    /// The TCP connection of `from` closed: its session ends.
+    pub fn stream_closed(&mut self, from: SocketAddr, dp: &mut dyn DataPath) {
+        if let Some(&peer_id) = self.by_addr.get(&from) {
+            self.remove(peer_id, "TCP connection closed", dp);
+        }
     }
 
     /// The cookie handshake: answer a reset without keeping state; create the session
@@ -326,7 +376,7 @@ impl Server {
                 }
                 Event::Packet(p) => self.to_tap.push(p),
                 Event::Closed { reason } => {
-                    self.remove(peer_id, &reason, dp);
+                    self.remove(peer_id, &format!("{reason:?}"), dp);
                     return;
                 }
             }
@@ -404,7 +454,7 @@ impl Server {
         }
     }
 
-    fn remove(&mut self, peer_id: u32, reason: &CloseReason, dp: &mut dyn DataPath) {
+    fn remove(&mut self, peer_id: u32, reason: &str, dp: &mut dyn DataPath) {
         let Some(client) = self.clients.remove(&peer_id) else {
             return;
         };
@@ -416,7 +466,7 @@ impl Server {
             }
             let _ = self.pool.release(lease);
         }
-        info!(peer_id, cn = %client.common_name, from = %client.addr, ?reason, "disconnected");
+        info!(peer_id, cn = %client.common_name, from = %client.addr, reason, "disconnected");
     }
 }
 
