@@ -532,3 +532,151 @@ fn the_tcp_transport_works() {
     );
     gw.stop();
 }
+
+/// Sends one UDP packet with source `src` (any address) into `device`, raw.
+fn send_raw_udp(device: &str, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let packet = &gateway_tests::xdp::frame::udp(src, dst, 40000, 9999, payload)[14..];
+    // SAFETY: a raw socket; the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the option value is the device name's bytes, alive for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            device.as_ptr().cast(),
+            device.len() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let to = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: packet and address are valid for the call; sizes are theirs.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&to as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The lease a client log says it was given.
+fn pushed_lease(log: &str) -> Option<[u8; 4]> {
+    let at = log.find(",ifconfig ")? + ",ifconfig ".len();
+    let addr: std::net::Ipv4Addr = log[at..].split(' ').next()?.parse().ok()?;
+    Some(addr.octets())
+}
+
+#[test]
+fn two_clients_get_distinct_leases_and_cannot_spoof_each_other() {
+    if !privilege::check("two_clients_get_distinct_leases_and_cannot_spoof_each_other") {
+        return;
+    }
+    let mut gw = Running::start_with("two", true, "udp/1194", |pki| {
+        pki.issue_client("bob", None).unwrap();
+    });
+    // bob comes from another network, on a second link into the gateway.
+    let bob_ns = gw.lab.add_namespace("client2").unwrap();
+    gw.lab
+        .veth(
+            (&bob_ns, "eth0", Some("203.0.113.2/24")),
+            (&gw.topo.gateway, "eth2", Some("203.0.113.1/24")),
+        )
+        .unwrap();
+    let alice_log = gw.connect(&[]);
+    let (bob_cert, bob_key) = (gw.pki.client_cert("bob"), gw.pki.client_key("bob"));
+    let bob_profile = {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let profile = client_profile(
+            &gw.config,
+            &ProfileInputs {
+                remote_hosts: &["203.0.113.1".to_string()],
+                ca_pem: &read(&gw.pki.ca_cert()),
+                server_name: SERVER_NAME,
+                tls_crypt_key: Some(&read(gw.config.tls.tls_crypt_key.as_ref().unwrap())),
+                client: Some((&read(&bob_cert), &read(&bob_key))),
+            },
+        )
+        .unwrap();
+        let p = gw.dir.join("bob.ovpn");
+        std::fs::write(&p, profile).unwrap();
+        p
+    };
+    let bob_log = gw.dir.join("bob.log");
+    gw.lab
+        .spawn(
+            &bob_ns,
+            &["openvpn", "--config", path(&bob_profile)],
+            Some(&bob_log),
+        )
+        .unwrap();
+    wait_until("bob's tunnel", Duration::from_secs(30), || {
+        read_log(&bob_log).contains("Initialization Sequence Completed")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", read_log(&bob_log)));
+
+    let alice = pushed_lease(&read_log(&alice_log)).expect("alice's lease");
+    let bob = pushed_lease(&read_log(&bob_log)).expect("bob's lease");
+    assert_ne!(alice, bob, "both clients got the same lease");
+
+    let host = gw
+        .topo
+        .target
+        .run_in(|| std::net::UdpSocket::bind("10.10.0.10:9999"))
+        .unwrap()
+        .unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 64];
+    // alice's own address gets through (translated to the gateway's address)...
+    gw.topo
+        .client
+        .run_in(|| send_raw_udp("tun0", alice, [10, 10, 0, 10], b"honest"))
+        .unwrap()
+        .unwrap();
+    let (n, from) = host.recv_from(&mut buf).expect("alice's packet arrives");
+    assert_eq!(&buf[..n], b"honest");
+    assert_eq!(from.ip().to_string(), Topology::GATEWAY_TARGET_ADDR);
+    // ...bob's address through alice's tunnel is dropped as spoofed.
+    gw.topo
+        .client
+        .run_in(|| send_raw_udp("tun0", bob, [10, 10, 0, 10], b"spoofed"))
+        .unwrap()
+        .unwrap();
+    match host.recv_from(&mut buf) {
+        Ok((n, _)) => panic!("a spoofed packet arrived: {:?}", &buf[..n]),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+    // bob himself still gets through.
+    bob_ns
+        .exec(&["ping", "-c", "1", "-W", "3", "10.10.0.10"])
+        .unwrap();
+    gw.stop();
+}

@@ -41,6 +41,8 @@ struct Client {
     lease: Option<Ipv4Addr>,
     common_name: String,
     established_at: Option<Instant>,
+    /// Whether a spoofed packet from this client was already logged.
+    spoof_logged: bool,
 }
 
 /// Something to send.
@@ -62,6 +64,8 @@ pub struct Server {
     next_peer_id: u32,
     /// Tunnel packets from clients, to write into the TAP.
     pub to_tap: Vec<Vec<u8>>,
+    /// Tunnel packets dropped because their source was not the sending session's lease.
+    pub spoofed: u64,
     /// Datagrams to send.
     pub outbox: Vec<Datagram>,
 }
@@ -102,6 +106,7 @@ impl Server {
             by_lease: HashMap::new(),
             next_peer_id: 0,
             to_tap: Vec::new(),
+            spoofed: 0,
             outbox: Vec::new(),
         })
     }
@@ -167,6 +172,7 @@ impl Server {
                         lease: None,
                         common_name: String::new(),
                         established_at: None,
+                        spoof_logged: false,
                     },
                 );
                 self.by_addr.insert(from, peer_id);
@@ -252,6 +258,7 @@ impl Server {
                         lease: None,
                         common_name: String::new(),
                         established_at: None,
+                        spoof_logged: false,
                     },
                 );
                 self.by_addr.insert(from, peer_id);
@@ -374,7 +381,24 @@ impl Server {
                 Event::Rekeyed(k) => {
                     info!(peer_id, key_id = k.key_id.get(), "rekeyed");
                 }
-                Event::Packet(p) => self.to_tap.push(p),
+                Event::Packet(p) => {
+                    // Anti-spoofing per session: the TAP seam loses which session a packet
+                    // came from (`inner` can only check that the source is some live
+                    // lease), so the source must be this session's own lease here.
+                    let own = client.lease.is_some_and(|lease| {
+                        p.first().is_some_and(|b| b >> 4 == 4)
+                            && p.get(12..16) == Some(&lease.octets()[..])
+                    });
+                    if own {
+                        self.to_tap.push(p);
+                    } else {
+                        self.spoofed += 1;
+                        if !client.spoof_logged {
+                            client.spoof_logged = true;
+                            warn!(peer_id, cn = %client.common_name, "dropping tunnel packets whose source is not the client's lease (logged once per session)");
+                        }
+                    }
+                }
                 Event::Closed { reason } => {
                     self.remove(peer_id, &format!("{reason:?}"), dp);
                     return;
