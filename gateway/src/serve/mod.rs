@@ -7,6 +7,8 @@
 //! come next.
 
 mod server;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,

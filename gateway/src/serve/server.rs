@@ -57,7 +57,7 @@ pub struct Server {
     wrap: Wrap,
     cookie: CookieKey,
     resets: ResetRateLimiter,
-    pool: AddressPool,
+    pub(super) pool: AddressPool,
     clients: HashMap<u32, Client>,
     by_addr: HashMap<SocketAddr, u32>,
     by_lease: HashMap<Ipv4Addr, u32>,

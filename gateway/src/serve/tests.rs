@@ -1,0 +1,307 @@
+//! `Server` driven in memory by our client-role session: no sockets, no XDP (a recording
+//! `DataPath`), simulated addresses; time is the real clock but nothing waits on it.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use gateway_proto::{
+    data::Cipher,
+    keys::Role,
+    session::{
+        ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, Event, ServerConfig,
+        ServerSettings, Session, TlsVersions,
+    },
+    wrap::{TlsCrypt, Wrap},
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+use super::{DataPath, Server};
+use crate::{config::Config, control::tls, pki::Pki, policy::GroupId};
+
+/// What the server asked of the XDP side.
+#[derive(Default)]
+struct Recorder {
+    up: Vec<(Ipv4Addr, u32, Vec<GroupId>)>,
+    down: Vec<(Ipv4Addr, u32)>,
+}
+
+impl DataPath for Recorder {
+    fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
+        self.up.push((lease, peer_id, groups.to_vec()));
+    }
+    fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32) {
+        self.down.push((lease, peer_id));
+    }
+}
+
+struct Harness {
+    server: Server,
+    pki: Pki,
+    wrap_key: gateway_proto::static_key::StaticKey,
+    dir: std::path::PathBuf,
+    xdp: Recorder,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unix() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+impl Harness {
+    /// A server for `client_cidr`, with alice and bob in group "eng".
+    fn new(tag: &str, client_cidr: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("gw-serve-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pki = Pki::init(&dir, "Serve CA", "server").unwrap();
+        for name in ["alice", "bob", "carol"] {
+            pki.issue_client(name, None).unwrap();
+        }
+        let text = format!(
+            r#"
+[endpoint]
+name = "t"
+client_cidr = "{client_cidr}"
+split_tunnel = true
+[tls]
+server_cert = "{}"
+server_key = "{}"
+client_ca = "{}"
+crl = "{}"
+tls_crypt_key = "{}"
+[[target]]
+interface = "eth1"
+[[route]]
+destination = "10.10.0.0/24"
+target = "eth1"
+[[authorize]]
+destination = "10.10.0.0/24"
+groups = ["eng"]
+[groups]
+eng = ["alice", "bob"]
+"#,
+            pki.server_cert().display(),
+            pki.server_key().display(),
+            pki.ca_cert().display(),
+            pki.crl().display(),
+            pki.tls_crypt_key().display(),
+        );
+        let config = Config::parse(&text, "t").unwrap();
+        let material = tls::load(&config.tls).unwrap();
+        let wrap_key = material.tls_crypt_key.clone().unwrap();
+        let wrap = Wrap::TlsCrypt(TlsCrypt::new(&wrap_key, Role::Server));
+        let session_config = ServerConfig::new(ServerSettings {
+            ca: material.client_ca,
+            crls: material.crls,
+            cert_chain: material.cert_chain,
+            key: material.key,
+            tls_versions: TlsVersions::default(),
+            ciphers: vec![Cipher::Aes256Gcm],
+            features: Default::default(),
+            common: Common::new(wrap.clone()).unwrap(),
+        })
+        .unwrap();
+        let server = Server::new(config, Arc::new(session_config), wrap, &[7u8; 32]).unwrap();
+        Self {
+            server,
+            pki,
+            wrap_key,
+            dir,
+            xdp: Recorder::default(),
+        }
+    }
+
+    fn client(&self, name: &str) -> Session {
+        let config = ClientConfig::new(ClientSettings {
+            ca: CertificateDer::pem_file_iter(self.pki.ca_cert())
+                .unwrap()
+                .map(Result::unwrap)
+                .collect(),
+            cert_chain: CertificateDer::pem_file_iter(self.pki.client_cert(name))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect(),
+            key: PrivateKeyDer::from_pem_file(self.pki.client_key(name)).unwrap(),
+            tls_versions: TlsVersions::default(),
+            ciphers: vec![Cipher::Aes256Gcm],
+            username: String::new(),
+            password: String::new(),
+            peer_info_extra: Vec::new(),
+            proto_flags: DEFAULT_CLIENT_PROTO_FLAGS,
+            common: Common::new(Wrap::TlsCrypt(TlsCrypt::new(&self.wrap_key, Role::Client)))
+                .unwrap(),
+        })
+        .unwrap();
+        Session::client(Arc::new(config), Instant::now(), unix()).unwrap()
+    }
+
+    /// Exchanges packets between `client` (at `addr`) and the server until neither has
+    /// anything to send; returns the client's events.
+    fn pump(&mut self, client: &mut Session, addr: SocketAddr) -> Vec<Event> {
+        let mut events = Vec::new();
+        for _ in 0..200 {
+            let now = Instant::now();
+            let mut moved = false;
+            while let Some(t) = client.poll_transmit(now) {
+                self.server
+                    .handle_datagram(now, addr, &t.contents, &mut self.xdp);
+                moved = true;
+            }
+            for d in std::mem::take(&mut self.server.outbox) {
+                if d.to == addr {
+                    let _ = client.handle_datagram(now, &d.bytes);
+                    moved = true;
+                }
+            }
+            while let Some(e) = client.poll_event() {
+                events.push(e);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        events
+    }
+}
+
+fn addr(last: u8) -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, last], 40000 + u16::from(last)))
+}
+
+fn established(events: &[Event]) -> Option<Ipv4Addr> {
+    events.iter().find_map(|e| match e {
+        Event::Established(e) => e.push.as_ref()?.ifconfig.map(|i| i.address),
+        _ => None,
+    })
+}
+
+/// An IPv4/UDP packet (no Ethernet header) from `src` to `dst`.
+fn ip_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0x9c, 0x40, 0x00, 0x35]);
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p
+}
+
+#[test]
+fn a_client_is_leased_admitted_in_xdp_and_carries_data_both_ways() {
+    let mut h = Harness::new("data", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let events = h.pump(&mut alice, addr(2));
+    let lease = established(&events).expect("alice established");
+    assert_eq!(lease, Ipv4Addr::new(10, 200, 0, 2));
+    assert_eq!(h.xdp.up.len(), 1);
+    assert_eq!(h.xdp.up[0].0, lease);
+    assert_eq!(h.xdp.up[0].2.len(), 1, "alice is in one group");
+
+    // Client → server: into the TAP.
+    let out = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"hello");
+    alice.send_data(Instant::now(), &out).unwrap();
+    h.pump(&mut alice, addr(2));
+    assert_eq!(std::mem::take(&mut h.server.to_tap), [out]);
+
+    // TAP → client, found by the lease.
+    let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"world");
+    h.server
+        .handle_tap_packet(Instant::now(), &back, &mut h.xdp);
+    let events = h.pump(&mut alice, addr(2));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Packet(p) if *p == back)),
+        "{events:?}"
+    );
+    // A TAP packet for nobody's lease goes nowhere.
+    h.server.handle_tap_packet(
+        Instant::now(),
+        &ip_udp(
+            Ipv4Addr::new(10, 10, 0, 10),
+            Ipv4Addr::new(10, 200, 0, 77),
+            b"x",
+        ),
+        &mut h.xdp,
+    );
+    assert!(h.server.outbox.is_empty());
+}
+
+#[test]
+fn packets_with_another_source_than_the_lease_are_dropped() {
+    let mut h = Harness::new("spoof", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    let spoofed = ip_udp(
+        Ipv4Addr::new(10, 200, 0, 3),
+        Ipv4Addr::new(10, 10, 0, 10),
+        b"x",
+    );
+    alice.send_data(Instant::now(), &spoofed).unwrap();
+    h.pump(&mut alice, addr(2));
+    assert!(h.server.to_tap.is_empty());
+    assert_eq!(h.server.spoofed, 1);
+    let honest = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"y");
+    alice.send_data(Instant::now(), &honest).unwrap();
+    h.pump(&mut alice, addr(2));
+    assert_eq!(h.server.to_tap.len(), 1);
+}
+
+#[test]
+fn leases_are_distinct_returned_on_close_and_exhaustion_refuses() {
+    let mut h = Harness::new("pool", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let mut bob = h.client("bob");
+    let a = established(&h.pump(&mut alice, addr(2))).unwrap();
+    let b = established(&h.pump(&mut bob, addr(3))).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(h.server.sessions(), 2);
+    // carol has no group: she still connects (authorization is per destination, in XDP).
+    let mut carol = h.client("carol");
+    established(&h.pump(&mut carol, addr(4))).expect("carol established");
+    assert!(h.xdp.up.iter().any(|(_, _, groups)| groups.is_empty()));
+
+    // alice leaves: her lease, peer-id and XDP state go.
+    alice.close(Instant::now());
+    h.pump(&mut alice, addr(2));
+    assert_eq!(h.server.sessions(), 2);
+    assert_eq!(h.xdp.down.len(), 1);
+    assert_eq!(h.xdp.down[0].0, a);
+
+    // Fill the pool; the next client is refused with a reason.
+    while h.server.pool.lease().is_ok() {}
+    let mut late = h.client("alice");
+    let events = h.pump(&mut late, addr(5));
+    assert!(established(&events).is_none());
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Closed { reason } if format!("{reason:?}").contains("no free address"))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn shutdown_closes_every_session_and_clears_xdp() {
+    let mut h = Harness::new("shutdown", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let mut bob = h.client("bob");
+    established(&h.pump(&mut alice, addr(2))).unwrap();
+    established(&h.pump(&mut bob, addr(3))).unwrap();
+    h.server.close_all(Instant::now(), &mut h.xdp);
+    assert_eq!(h.server.sessions(), 0);
+    assert_eq!(h.xdp.down.len(), 2);
+    assert_eq!(h.server.pool().leased(), 0);
+}
