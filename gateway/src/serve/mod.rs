@@ -111,29 +111,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         bail!("{}", list(&problems));
     }
     let material = tls::load(&config.tls).map_err(|p| anyhow::anyhow!("{}", list(&p)))?;
-    let wrap = match &material.tls_crypt_key {
-        Some(key) => Wrap::TlsCrypt(TlsCrypt::new(key, Role::Server)),
-        None => Wrap::None,
-    };
-    let session_config = ServerConfig::new(ServerSettings {
-        ca: material.client_ca,
-        crls: material.crls,
-        cert_chain: material.cert_chain,
-        key: material.key,
-        tls_versions: TlsVersions::default(),
-        ciphers: vec![
-            Cipher::Aes256Gcm,
-            Cipher::Aes128Gcm,
-            Cipher::ChaCha20Poly1305,
-        ],
-        features: ServerFeatures {
-            tls_ekm: true,
-            cc_exit: true,
-            dyn_tls_crypt: false,
-        },
-        common: Common::new(wrap.clone()).map_err(|e| anyhow::anyhow!("session settings: {e}"))?,
-    })
-    .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+    let (session_config, wrap) = session_config(material)?;
 
     let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     if forwarding.trim() != "1" {
@@ -281,6 +259,36 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         }
         flush(&mut server, &socket, &tcp_writers, &tap).await;
     }
+}
+
+/// The server role's session settings from the TLS material: the three AEAD ciphers in
+/// the gateway's order of preference, key export and cc-exit on; and the listener's
+/// control-channel wrap.
+pub fn session_config(material: tls::TlsMaterial) -> Result<(ServerConfig, Wrap)> {
+    let wrap = match &material.tls_crypt_key {
+        Some(key) => Wrap::TlsCrypt(TlsCrypt::new(key, Role::Server)),
+        None => Wrap::None,
+    };
+    let config = ServerConfig::new(ServerSettings {
+        ca: material.client_ca,
+        crls: material.crls,
+        cert_chain: material.cert_chain,
+        key: material.key,
+        tls_versions: TlsVersions::default(),
+        ciphers: vec![
+            Cipher::Aes256Gcm,
+            Cipher::Aes128Gcm,
+            Cipher::ChaCha20Poly1305,
+        ],
+        features: ServerFeatures {
+            tls_ekm: true,
+            cc_exit: true,
+            dyn_tls_crypt: false,
+        },
+        common: Common::new(wrap.clone()).map_err(|e| anyhow::anyhow!("session settings: {e}"))?,
+    })
+    .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+    Ok((config, wrap))
 }
 
 /// The TAP queue's descriptor, for the poller (the `Tap` owns it).

@@ -163,21 +163,7 @@ impl Server {
             return;
         };
         match Session::server_from_reset(self.session_config.clone(), now, unix_now(), pid, bytes) {
-            Ok(session) => {
-                self.clients.insert(
-                    peer_id,
-                    Client {
-                        session,
-                        addr: from,
-                        lease: None,
-                        common_name: String::new(),
-                        established_at: None,
-                        spoof_logged: false,
-                    },
-                );
-                self.by_addr.insert(from, peer_id);
-                self.drive(peer_id, now, dp);
-            }
+            Ok(session) => self.add_client(peer_id, session, from, now, dp),
             Err(e) => warn!(%from, "TCP session not started: {e:?}"),
         }
     }
@@ -249,23 +235,32 @@ impl Server {
             pid,
             bytes,
         ) {
-            Ok(session) => {
-                self.clients.insert(
-                    peer_id,
-                    Client {
-                        session,
-                        addr: from,
-                        lease: None,
-                        common_name: String::new(),
-                        established_at: None,
-                        spoof_logged: false,
-                    },
-                );
-                self.by_addr.insert(from, peer_id);
-                self.drive(peer_id, now, dp);
-            }
+            Ok(session) => self.add_client(peer_id, session, from, now, dp),
             Err(e) => warn!(%from, "session not started: {e:?}"),
         }
+    }
+
+    fn add_client(
+        &mut self,
+        peer_id: u32,
+        session: Session,
+        from: SocketAddr,
+        now: Instant,
+        dp: &mut dyn DataPath,
+    ) {
+        self.clients.insert(
+            peer_id,
+            Client {
+                session,
+                addr: from,
+                lease: None,
+                common_name: String::new(),
+                established_at: None,
+                spoof_logged: false,
+            },
+        );
+        self.by_addr.insert(from, peer_id);
+        self.drive(peer_id, now, dp);
     }
 
     fn allocate_peer_id(&mut self) -> Option<u32> {

@@ -11,8 +11,8 @@ use gateway_proto::{
     data::Cipher,
     keys::Role,
     session::{
-        ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, Event, ServerConfig,
-        ServerSettings, Session, TlsVersions,
+        ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, Event, Session,
+        TlsVersions,
     },
     wrap::{TlsCrypt, Wrap},
 };
@@ -99,18 +99,7 @@ eng = ["alice", "bob"]
         let config = Config::parse(&text, "t").unwrap();
         let material = tls::load(&config.tls).unwrap();
         let wrap_key = material.tls_crypt_key.clone().unwrap();
-        let wrap = Wrap::TlsCrypt(TlsCrypt::new(&wrap_key, Role::Server));
-        let session_config = ServerConfig::new(ServerSettings {
-            ca: material.client_ca,
-            crls: material.crls,
-            cert_chain: material.cert_chain,
-            key: material.key,
-            tls_versions: TlsVersions::default(),
-            ciphers: vec![Cipher::Aes256Gcm],
-            features: Default::default(),
-            common: Common::new(wrap.clone()).unwrap(),
-        })
-        .unwrap();
+        let (session_config, wrap) = super::session_config(material).unwrap();
         let server = Server::new(config, Arc::new(session_config), wrap, &[7u8; 32]).unwrap();
         Self {
             server,
