@@ -314,6 +314,17 @@ pub fn peek_header(packet: &[u8]) -> Result<(Opcode, KeyId), PacketError> {
     }
 }
 
+/// The peer-id of a P_DATA_V2 datagram, read from its header alone (no session state, no
+/// authentication): lets a server find the session of a datagram from an unknown source
+/// address before that session authenticates it. `None` for anything else, for a
+/// truncated header and for [`PeerId::UNDEFINED`].
+pub fn peek_peer_id(packet: &[u8]) -> Option<u32> {
+    match DataHeader::parse(packet) {
+        Ok(DataHeader::V2 { peer_id, .. }) if peer_id.is_defined() => Some(peer_id.get()),
+        _ => None,
+    }
+}
+
 /// Sequential writer into a slice already sized by `buffer_len`.
 struct Writer<'b> {
     out: &'b mut [u8],

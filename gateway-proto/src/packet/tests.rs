@@ -336,6 +336,17 @@ fn data_headers() {
 }
 
 #[test]
+fn peek_peer_id_reads_only_defined_v2_peer_ids() {
+    assert_eq!(peek_peer_id(&hex("4a 000005 00000001")), Some(5));
+    assert_eq!(peek_peer_id(&hex("48 123456")), Some(0x12_3456));
+    assert_eq!(peek_peer_id(&hex("48 ffffff 00000001")), None, "undefined");
+    assert_eq!(peek_peer_id(&hex("31 00000001")), None, "P_DATA_V1");
+    assert_eq!(peek_peer_id(&hex("48 0000")), None, "truncated");
+    assert_eq!(peek_peer_id(&hex("38 0000000000000000")), None, "control");
+    assert_eq!(peek_peer_id(&[]), None);
+}
+
+#[test]
 fn data_header_errors() {
     assert_eq!(
         DataHeader::parse(&hex("48 0000")),

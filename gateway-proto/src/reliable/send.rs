@@ -50,6 +50,12 @@ impl Reliable {
             .saturating_sub(self.pending.len())
     }
 
+    /// True when everything handed to us went out and was ACKed: no reset or stream
+    /// bytes waiting, nothing in flight.
+    pub fn all_acked(&self) -> bool {
+        self.pending_reset.is_none() && self.pending.is_empty() && self.in_flight.is_empty()
+    }
+
     /// Takes up to `max` pending ACKs, moves them to the front of the recently-ACKed list and
     /// returns that list's first `max` ids (fresh ones first, then recent re-sends).
     fn take_acks(&mut self, max: usize) -> Acks {

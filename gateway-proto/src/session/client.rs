@@ -1,10 +1,11 @@
 //! Client role (tests and the load generator): hard reset, key-method 2 with our
 //! peer-info, PUSH_REQUEST until the PUSH_REPLY is complete, applying the push (cipher,
-//! peer-id, key derivation, keepalive), AUTH_FAILED/RESTART/HALT, and the exit notice.
+//! peer-id, key derivation, keepalive), AUTH_PENDING/INFO_PRE, AUTH_FAILED/RESTART/HALT,
+//! and the exit notice.
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
@@ -17,7 +18,9 @@ use crate::key_method::{
     ClientKeyMethod2, ClientKeySource, Framing, PeerInfo, ProtoFlags, ServerKeyMethod2,
 };
 use crate::packet::{KeyId, Opcode, PeerId};
-use crate::push::{ControlMessage, Keepalive, PushConfig, PushReplyAssembler, take_message};
+use crate::push::{
+    ControlMessage, InfoPayload, Keepalive, PushConfig, PushReplyAssembler, take_message,
+};
 use crate::reliable::Reliable;
 
 /// IV_VER we announce: a 2.6 client.
@@ -25,6 +28,9 @@ const CLIENT_VERSION: &str = "2.6.14";
 /// Our key-method 2 options string (§7.1).
 const CLIENT_OPTIONS: &str = "V4,dev-type tun,link-mtu 1549,tun-mtu 1500,proto UDPv4,\
 cipher AES-256-GCM,auth [null-digest],keysize 256,key-method 2,tls-client";
+/// How long past an announced AUTH_PENDING timeout we still wait, so that the server's
+/// AUTH_FAILED at the end of it arrives before our hand-window runs out.
+const AUTH_PENDING_GRACE: Duration = Duration::from_secs(5);
 /// Server name handed to rustls; never sent (SNI off) nor checked (see the verifier).
 const SERVER_NAME: &str = "openvpn-server";
 
@@ -35,6 +41,8 @@ pub(crate) struct ClientState {
     assembler: PushReplyAssembler,
     push_request_next: Option<Instant>,
     cc_exit: bool,
+    /// The timeout of the last AUTH_PENDING, for a later INFO_PRE's event.
+    pending_timeout: Option<Duration>,
 }
 
 impl Session {
@@ -58,6 +66,7 @@ impl Session {
             assembler: PushReplyAssembler::new(),
             push_request_next: None,
             cc_exit: false,
+            pending_timeout: None,
         }));
         let session_id = random_session_id()?;
         let mut session = Self::with_parts(
@@ -211,10 +220,16 @@ impl Session {
                     self.finish(CloseReason::AuthFailed(format!("{failure:?}")));
                     return Ok(());
                 }
-                Ok(ControlMessage::Restart { message, .. } | ControlMessage::Halt { message }) => {
+                Ok(ControlMessage::Restart { message, .. }) => {
                     self.finish(CloseReason::ServerRestart(message));
                     return Ok(());
                 }
+                Ok(ControlMessage::Halt { message }) => {
+                    self.finish(CloseReason::ServerHalt(message));
+                    return Ok(());
+                }
+                Ok(ControlMessage::AuthPending { timeout }) => self.on_auth_pending(now, timeout),
+                Ok(ControlMessage::InfoPre(info)) => self.on_info_pre(info),
                 Ok(_) | Err(_) => {}
             }
         }
@@ -267,6 +282,45 @@ impl Session {
                 push: Some(push),
             })));
         Ok(())
+    }
+
+    /// AUTH_PENDING: report it and, with a timeout, keep waiting for the push that long.
+    fn on_auth_pending(&mut self, now: Instant, timeout: Option<u32>) {
+        let RoleState::Client(client) = &mut self.role else {
+            return;
+        };
+        if self.established {
+            return;
+        }
+        let timeout = timeout.map(|secs| Duration::from_secs(u64::from(secs)));
+        client.pending_timeout = timeout;
+        if let Some(timeout) = timeout {
+            self.pending_until = now.checked_add(timeout + AUTH_PENDING_GRACE);
+        }
+        self.events.push_back(Event::AuthPending {
+            timeout,
+            info: None,
+        });
+    }
+
+    /// INFO_PRE: the detail of a pending authentication.
+    fn on_info_pre(&mut self, info: InfoPayload) {
+        let RoleState::Client(client) = &self.role else {
+            return;
+        };
+        if self.established {
+            return;
+        }
+        if let Some(Event::AuthPending { info: slot, .. }) = self.events.back_mut()
+            && slot.is_none()
+        {
+            *slot = Some(info);
+            return;
+        }
+        self.events.push_back(Event::AuthPending {
+            timeout: client.pending_timeout,
+            info: Some(info),
+        });
     }
 
     pub(crate) fn client_timeout(&self) -> Option<Instant> {

@@ -10,7 +10,7 @@ use super::client::ClientState;
 use super::config::Common;
 use super::key_state::{KeyState, Phase};
 use super::server::ServerState;
-use super::{CloseReason, DropReason, Event, Identity};
+use super::{Accepted, CloseReason, DropReason, Event, Identity};
 use crate::data::{Cipher, PING_PAYLOAD};
 use crate::keys::Role;
 use crate::packet::{
@@ -77,6 +77,9 @@ pub struct Session {
     pub(crate) exporter: bool,
     pub(crate) identity: Identity,
     pub(crate) established: bool,
+    /// Client role: the server announced AUTH_PENDING with a timeout; until the session
+    /// is established, hand-window runs at least until this.
+    pub(crate) pending_until: Option<Instant>,
 }
 
 /// Fills `buf` from the system CSPRNG.
@@ -128,6 +131,7 @@ impl Session {
             exporter: false,
             identity: Identity::default(),
             established: false,
+            pending_until: None,
         }
     }
 
@@ -173,9 +177,14 @@ impl Session {
         &self.identity
     }
 
-    /// Processes one received datagram. `Err` means it was dropped; the session is
-    /// unchanged apart from counters.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DropReason> {
+    /// Processes one received datagram. `Ok` says what kind of packet it was (a server
+    /// driver floats a session only on [`Accepted::allows_float`]); `Err` means it was
+    /// dropped and the session is unchanged apart from counters.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+    ) -> Result<Accepted, DropReason> {
         if self.life == Life::Closed {
             return Err(DropReason::Closed);
         }
@@ -183,7 +192,8 @@ impl Session {
         if opcode.is_data() {
             self.handle_data(now, datagram)
         } else {
-            self.handle_control(now, datagram)
+            self.handle_control(now, datagram)?;
+            Ok(Accepted::Control)
         }
     }
 
@@ -319,8 +329,11 @@ impl Session {
                 occ_exit_next,
                 ..
             } => {
+                // Only retransmissions and the closing timers run while closing.
                 deadlines.push(Some(*deadline));
                 deadlines.push(*occ_exit_next);
+                deadlines.extend(self.keys.iter().map(|k| k.reliable.poll_timeout()));
+                return deadlines.into_iter().flatten().min();
             }
             Life::Open => {}
         }
@@ -328,7 +341,7 @@ impl Session {
             deadlines.push(key.reliable.poll_timeout());
             deadlines.push(key.expires);
             if self.is_pending(key) {
-                deadlines.push(key.started.checked_add(self.common.hand_window));
+                deadlines.push(self.hand_window_end(key));
             }
         }
         if self.established {
@@ -344,6 +357,16 @@ impl Session {
     /// push or the application's decision still outstanding.
     fn is_pending(&self, key: &KeyState) -> bool {
         key.phase == Phase::Negotiating || !self.established
+    }
+
+    /// When a pending key runs out of hand-window (for the first key, extended by an
+    /// announced AUTH_PENDING).
+    fn hand_window_end(&self, key: &KeyState) -> Option<Instant> {
+        let end = key.started.checked_add(self.common.hand_window);
+        match (end, self.pending_until) {
+            (Some(end), Some(pending)) if !self.established => Some(end.max(pending)),
+            _ => end,
+        }
     }
 
     /// Runs the timers due at `now`: retransmissions (at the next poll_transmit),
@@ -370,10 +393,14 @@ impl Session {
             return;
         }
         self.keys.retain(|k| k.expires.is_none_or(|at| now < at));
-        let hand_window = self.common.hand_window;
-        let expired = self.keys.iter().position(|k| {
-            self.is_pending(k) && k.started.checked_add(hand_window).is_some_and(|d| now >= d)
-        });
+        self.server_handle_timeout(now);
+        if self.life != Life::Open {
+            return;
+        }
+        let expired = self
+            .keys
+            .iter()
+            .position(|k| self.is_pending(k) && self.hand_window_end(k).is_some_and(|d| now >= d));
         if let Some(index) = expired {
             if self.established {
                 self.keys.remove(index);
@@ -449,7 +476,7 @@ impl Session {
     }
 
     fn role_timeout(&self) -> Option<Instant> {
-        self.client_timeout()
+        self.client_timeout().or_else(|| self.server_timeout())
     }
 
     fn role_handle_timeout(&mut self, now: Instant) {

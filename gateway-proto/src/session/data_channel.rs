@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::core::{Life, Session};
-use super::{CloseReason, DropReason, Event, UsageError};
+use super::{Accepted, CloseReason, DropReason, Event, UsageError};
 use crate::data::{OCC_EXIT, OCC_MAGIC, PACKET_ID_LEN, Plaintext, TAG_LEN};
 use crate::keys::Role;
 use crate::packet::DataHeader;
@@ -64,7 +64,11 @@ impl Session {
         Ok(())
     }
 
-    pub(crate) fn handle_data(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DropReason> {
+    pub(crate) fn handle_data(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+    ) -> Result<Accepted, DropReason> {
         if !self.established {
             return Err(DropReason::NotEstablished);
         }
@@ -105,6 +109,9 @@ impl Session {
             self.promote(key_id, now);
         }
         self.check_renegotiation(now);
-        Ok(())
+        Ok(match header {
+            DataHeader::V2 { .. } => Accepted::AuthenticatedData,
+            DataHeader::V1 { .. } => Accepted::DataV1,
+        })
     }
 }

@@ -151,9 +151,7 @@ impl KeyState {
     /// True when everything we sent on this key was ACKed: nothing in TLS, nothing
     /// queued, nothing in flight (so the peer has our key-method 2 reply).
     pub fn all_acked(&self) -> bool {
-        self.reliable.in_flight() == 0
-            && self.reliable.send_capacity() == self.reliable.config().max_send_buffer
-            && !self.tls.wants_write()
+        self.reliable.all_acked() && !self.tls.wants_write()
     }
 
     /// Writes one control message as its own TLS record(s).

@@ -12,7 +12,9 @@
 //! client is then authenticated by the application: the session emits
 //! [`Event::AuthRequest`] once the client's certificate verified and its key-method 2
 //! message arrived, and the application answers with [`Session::accept`] (giving the
-//! client's [`PushPolicy`](crate::push::PushPolicy)) or [`Session::reject`].
+//! client's [`PushPolicy`](crate::push::PushPolicy)) or [`Session::reject`], possibly
+//! after [`Session::accept_pending`] while an out-of-band check runs. A server ends a
+//! session with [`Session::close`] (silently), [`Session::restart`] or [`Session::halt`].
 //!
 //! Transport: one OpenVPN packet per datagram. Over TCP the caller frames and deframes
 //! with [`crate::framing`].
@@ -25,8 +27,11 @@ mod data_channel;
 mod key_state;
 mod rekey;
 mod server;
+mod server_control;
 #[cfg(test)]
 mod tests;
+
+use std::time::Duration;
 
 pub use common_name::subject_common_name;
 pub use config::{
@@ -36,12 +41,13 @@ pub use config::{
 };
 pub use core::{Session, Transmit};
 pub use server::StartError;
+pub use server_control::PENDING_TIMEOUT_REASON;
 
 use crate::data::{Cipher, DataError};
 use crate::key_method::PeerInfo;
 use crate::keys::DataChannelKeys;
 use crate::packet::{KeyId, PacketError, PeerId};
-use crate::push::PushConfig;
+use crate::push::{ControlError, InfoPayload, PushConfig};
 use crate::reliable::ReceiveError;
 use crate::replay::ReplayError;
 use crate::wrap::WrapError;
@@ -115,8 +121,19 @@ pub struct Established {
 /// Something the application should know or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Server role: decide with [`Session::accept`] or [`Session::reject`].
+    /// Server role: decide with [`Session::accept`] or [`Session::reject`] (or first
+    /// [`Session::accept_pending`]).
     AuthRequest(AuthRequest),
+    /// Client role: the server announced AUTH_PENDING (authentication continues out of
+    /// band, e.g. in a browser); the session keeps waiting for PUSH_REPLY or AUTH_FAILED.
+    /// An INFO_PRE that follows fills in `info` of the event not yet polled, else it is
+    /// reported as another `AuthPending` with the last known timeout.
+    AuthPending {
+        /// How long the server will wait (only if it sent `timeout N`).
+        timeout: Option<Duration>,
+        /// The INFO_PRE detail (web-auth URL, challenge text), if any.
+        info: Option<InfoPayload>,
+    },
     /// The data channel is up.
     Established(Box<Established>),
     /// A renegotiated key now carries our sends; the previous one still decrypts for the
@@ -147,12 +164,38 @@ pub enum CloseReason {
     /// Server role: the application rejected the client, or NCP found no cipher.
     /// Client role: the server sent AUTH_FAILED.
     AuthFailed(String),
-    /// Client role: the server sent RESTART or HALT.
+    /// The server told the client to reconnect (RESTART), with the message it gave.
+    /// Client role: it arrived; server role: we sent it with [`Session::restart`].
     ServerRestart(String),
+    /// The server told the client to stop for good (HALT), with the message it gave.
+    /// Client role: it arrived; server role: we sent it with [`Session::halt`].
+    ServerHalt(String),
     /// The peer broke the protocol (bad key-method 2, bad push, changed identity …).
     Protocol(String),
     /// Our own failure (configuration or resource), not the peer's.
     Internal(String),
+}
+
+/// What a datagram taken by [`Session::handle_datagram`] was. Only
+/// [`Accepted::AuthenticatedData`] may move a server session to the datagram's source
+/// address (float, protocol doc §11): control packets and P_DATA_V1 never do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A P_DATA_V2 packet with this session's peer-id whose AEAD tag verified on a
+    /// current or lame-duck key and that passed the replay check.
+    AuthenticatedData,
+    /// A P_DATA_V1 packet that opened on one of our keys: authenticated, but it carries
+    /// no peer-id.
+    DataV1,
+    /// A control packet (checked by tls-auth/tls-crypt when configured).
+    Control,
+}
+
+impl Accepted {
+    /// True for a P_DATA_V2 packet that authenticated: the only ground for a float.
+    pub fn allows_float(self) -> bool {
+        self == Accepted::AuthenticatedData
+    }
 }
 
 /// Why a received packet was dropped; all are the peer's (or the path's) doing, the
@@ -202,9 +245,15 @@ pub enum UsageError {
     /// No data keys to send with yet.
     #[error("session not established")]
     NotEstablished,
-    /// accept/reject without a pending AuthRequest, or on a client session.
+    /// accept/accept_pending/reject without a pending AuthRequest, or on a client session.
     #[error("no authentication pending")]
     NoPendingAuth,
+    /// A server-only call (restart, halt, accept_pending) on a client session.
+    #[error("only a server session can do this")]
+    NotServer,
+    /// The text message cannot be sent as given (a NUL, too long, …).
+    #[error("control message: {0}")]
+    Message(#[from] ControlError),
     /// The session is closed.
     #[error("session closed")]
     Closed,

@@ -42,11 +42,15 @@ pub enum StartError {
 
 /// Where the application's authentication decision stands.
 #[derive(Debug)]
-enum Auth {
+pub(super) enum Auth {
     /// Waiting for the client's key-method 2 message.
     AwaitingClient,
-    /// [`Event::AuthRequest`] emitted, no answer yet.
-    Pending { push_requested: bool },
+    /// [`Event::AuthRequest`] emitted, no answer yet; PUSH_REQUESTs wait. `until` is the
+    /// deadline of an announced AUTH_PENDING ([`Session::accept_pending`]).
+    Pending {
+        push_requested: bool,
+        until: Option<Instant>,
+    },
     /// Accepted with this policy.
     Accepted(Box<PushPolicy>),
     /// Rejected: answer PUSH_REQUEST with this.
@@ -57,7 +61,7 @@ enum Auth {
 #[derive(Debug)]
 pub(crate) struct ServerState {
     config: Arc<ServerConfig>,
-    auth: Auth,
+    pub(super) auth: Auth,
     negotiated: Option<NegotiatedCipher>,
 }
 
@@ -181,7 +185,7 @@ impl Session {
         let RoleState::Server(server) = &mut self.role else {
             return Err(UsageError::NoPendingAuth);
         };
-        let Auth::Pending { push_requested } = server.auth else {
+        let Auth::Pending { push_requested, .. } = server.auth else {
             return Err(UsageError::NoPendingAuth);
         };
         policy.features = server.config.features;
@@ -235,7 +239,7 @@ impl Session {
         Ok(())
     }
 
-    fn refuse(&mut self, now: Instant, failure: AuthFailure) {
+    pub(super) fn refuse(&mut self, now: Instant, failure: AuthFailure) {
         let reason = match &failure {
             AuthFailure::Plain { reason } => reason.clone().unwrap_or_default(),
             other => format!("{other:?}"),
@@ -264,10 +268,15 @@ impl Session {
         message
             .emit(&mut out)
             .map_err(|e| CloseReason::Internal(e.to_string()))?;
+        self.send_encoded(&out)
+    }
+
+    /// Sends one already emitted text message (NUL included) on the control key.
+    pub(crate) fn send_encoded(&mut self, message: &[u8]) -> Result<(), CloseReason> {
         let index = self
             .control_key_index()
             .ok_or_else(|| CloseReason::Internal("no key to send a control message on".into()))?;
-        self.keys[index].write_plaintext(&out)
+        self.keys[index].write_plaintext(message)
     }
 
     fn send_push_reply(&mut self) -> Result<(), CloseReason> {
@@ -328,7 +337,7 @@ impl Session {
         };
         match &mut server.auth {
             Auth::AwaitingClient => Ok(()),
-            Auth::Pending { push_requested } => {
+            Auth::Pending { push_requested, .. } => {
                 *push_requested = true;
                 Ok(())
             }
@@ -404,6 +413,7 @@ impl Session {
             Err(error) => {
                 server.auth = Auth::Pending {
                     push_requested: false,
+                    until: None,
                 };
                 let failure = AuthFailure::Plain {
                     reason: Some(format!("no common data cipher: {error}")),
@@ -415,6 +425,7 @@ impl Session {
         server.negotiated = Some(negotiated);
         server.auth = Auth::Pending {
             push_requested: false,
+            until: None,
         };
         self.cipher = Some(negotiated.cipher);
         self.activate_key(index, now)?;

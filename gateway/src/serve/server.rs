@@ -13,7 +13,7 @@ use std::{
 use gateway_ebpf_common::SessionInfo;
 use gateway_proto::{
     cookie::{CookieConfig, CookieKey, ResetRateLimiter},
-    packet::{ControlPacket, ControlRepr, Opcode, PeerId},
+    packet::{ControlPacket, ControlRepr, Opcode, PeerId, peek_peer_id},
     push::{AuthFailure, KeepaliveSettings, PushPolicy, Route, RouteGateway, TunnelMode},
     session::{Event, ServerConfig, Session},
     wrap::Wrap,
@@ -43,6 +43,8 @@ struct Client {
     established_at: Option<Instant>,
     /// Whether a spoofed packet from this client was already logged.
     spoof_logged: bool,
+    /// Over UDP (may float to a new source address) rather than TCP.
+    udp: bool,
 }
 
 /// Something to send.
@@ -135,7 +137,39 @@ impl Server {
             self.drive(peer_id, now, dp);
             return;
         }
+        if let Some(peer_id) = peek_peer_id(bytes)
+            && self.clients.get(&peer_id).is_some_and(|c| c.udp)
+        {
+            self.float(now, from, peer_id, bytes, dp);
+            return;
+        }
         self.new_client(now, from, bytes, dp);
+    }
+
+    /// A data packet of a known session from a new source address: the session moves
+    /// there only if the packet carries a valid tag (a client behind NAT whose mapping
+    /// changed, or a roaming laptop); anything else from that address is dropped.
+    fn float(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        peer_id: u32,
+        bytes: &[u8],
+        dp: &mut dyn DataPath,
+    ) {
+        let Some(client) = self.clients.get_mut(&peer_id) else {
+            return;
+        };
+        match client.session.handle_datagram(now, bytes) {
+            Ok(accepted) if accepted.allows_float() => {
+                info!(peer_id, cn = %client.common_name, old = %client.addr, new = %from, "client floated");
+                self.by_addr.remove(&client.addr);
+                client.addr = from;
+                self.by_addr.insert(from, peer_id);
+            }
+            _ => return,
+        }
+        self.drive(peer_id, now, dp);
     }
 
     /// A packet read from the TCP connection of `from` (already deframed). The
@@ -163,7 +197,7 @@ impl Server {
             return;
         };
         match Session::server_from_reset(self.session_config.clone(), now, unix_now(), pid, bytes) {
-            Ok(session) => self.add_client(peer_id, session, from, now, dp),
+            Ok(session) => self.add_client(peer_id, session, from, false, now, dp),
             Err(e) => warn!(%from, "TCP session not started: {e:?}"),
         }
     }
@@ -235,7 +269,7 @@ impl Server {
             pid,
             bytes,
         ) {
-            Ok(session) => self.add_client(peer_id, session, from, now, dp),
+            Ok(session) => self.add_client(peer_id, session, from, true, now, dp),
             Err(e) => warn!(%from, "session not started: {e:?}"),
         }
     }
@@ -245,6 +279,7 @@ impl Server {
         peer_id: u32,
         session: Session,
         from: SocketAddr,
+        udp: bool,
         now: Instant,
         dp: &mut dyn DataPath,
     ) {
@@ -257,6 +292,7 @@ impl Server {
                 common_name: String::new(),
                 established_at: None,
                 spoof_logged: false,
+                udp,
             },
         );
         self.by_addr.insert(from, peer_id);
@@ -394,6 +430,8 @@ impl Server {
                         }
                     }
                 }
+                // Client role only.
+                Event::AuthPending { .. } => {}
                 Event::Closed { reason } => {
                     self.remove(peer_id, &format!("{reason:?}"), dp);
                     return;

@@ -294,3 +294,52 @@ fn shutdown_closes_every_session_and_clears_xdp() {
     assert_eq!(h.xdp.down.len(), 2);
     assert_eq!(h.server.pool().leased(), 0);
 }
+
+#[test]
+fn a_session_floats_only_on_an_authenticated_data_packet() {
+    let mut h = Harness::new("float", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    // Garbage with alice's peer-id from elsewhere does not move her.
+    let mut forged = vec![0x48, 0, 0, 0, 0, 0, 0, 9];
+    forged.extend_from_slice(&[0xab; 40]);
+    h.server
+        .handle_datagram(Instant::now(), addr(9), &forged, &mut h.xdp);
+    let probe = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"where are you");
+    h.server
+        .handle_tap_packet(Instant::now(), &probe, &mut h.xdp);
+    assert!(!h.server.outbox.is_empty());
+    assert!(
+        h.server.outbox.iter().all(|d| d.to == addr(2)),
+        "a forged packet moved alice"
+    );
+    h.pump(&mut alice, addr(2));
+    let ping = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"still here");
+    alice.send_data(Instant::now(), &ping).unwrap();
+    h.pump(&mut alice, addr(2));
+    assert_eq!(
+        std::mem::take(&mut h.server.to_tap).len(),
+        1,
+        "the forged packet moved alice"
+    );
+
+    // Her own data from a new address (a NAT rebinding) moves the session there.
+    let moved = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"from a new port");
+    alice.send_data(Instant::now(), &moved).unwrap();
+    h.pump(&mut alice, addr(9));
+    assert_eq!(std::mem::take(&mut h.server.to_tap), [moved]);
+    let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"reply");
+    h.server
+        .handle_tap_packet(Instant::now(), &back, &mut h.xdp);
+    assert!(
+        h.server.outbox.iter().all(|d| d.to == addr(9)),
+        "replies go to the new address"
+    );
+    assert!(!h.server.outbox.is_empty());
+    let events = h.pump(&mut alice, addr(9));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Packet(p) if *p == back))
+    );
+}

@@ -116,6 +116,26 @@ fn send_buffer_cap_is_all_or_nothing() {
 }
 
 #[test]
+fn all_acked_waits_for_the_reset_the_bytes_and_the_acks() {
+    let now = Instant::now();
+    let mut r = Reliable::new(ReliableConfig::default()).unwrap();
+    assert!(r.all_acked());
+    r.queue_reset(Opcode::ControlHardResetServerV2, &[])
+        .unwrap();
+    assert!(!r.all_acked(), "reset queued");
+    r.queue(&[7; 30]).unwrap();
+    drain(&mut r, now);
+    assert!(r.in_flight() > 0);
+    assert!(!r.all_acked(), "sent, not ACKed");
+    let ids: Vec<u32> = (0..8).filter(|&id| r.is_in_flight(id)).collect();
+    r.on_packet(&ack(&ids), now).unwrap();
+    assert_eq!(r.in_flight(), 0);
+    assert!(r.all_acked());
+    r.queue(&[8; 3]).unwrap();
+    assert!(!r.all_acked(), "bytes queued");
+}
+
+#[test]
 fn send_window_holds_six_ids_above_the_lowest_unacked() {
     let now = Instant::now();
     let mut r = started(10);

@@ -447,7 +447,9 @@ fn tcp_framing_end_to_end() {
         let mut input = &chunk[..];
         while let Some(packet) = server_decoder.decode(&mut input).unwrap() {
             match &mut server {
-                Some(server) => server.handle_datagram(now, packet).unwrap(),
+                Some(server) => {
+                    server.handle_datagram(now, packet).unwrap();
+                }
                 None => {
                     server = Some(
                         Session::server_from_reset(

@@ -1,7 +1,7 @@
 //! In-memory client ↔ server pairs over a simulated link and clock: handshake with each
 //! wrap and TLS version, push, data, keepalive, exit, rekey, certificate refusal, and a
 //! lossy, reordering, duplicating link. Certificates are the test-only fixtures in
-//! `testdata/` (EC P-256, made once with `openssl`).
+//! `testdata/` (EC P-256, and a separate RSA-2048 hierarchy; made once with `openssl`).
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,6 +31,12 @@ const MALLORY_CERT: &[u8] = include_bytes!("../testdata/mallory.pem");
 const MALLORY_KEY: &[u8] = include_bytes!("../testdata/mallory.key");
 const EVE_CERT: &[u8] = include_bytes!("../testdata/eve.pem");
 const EVE_KEY: &[u8] = include_bytes!("../testdata/eve.key");
+const RSA_CA: &[u8] = include_bytes!("../testdata/rsa-ca.pem");
+const RSA_CRL: &[u8] = include_bytes!("../testdata/rsa-ca.crl.pem");
+const RSA_SERVER_CERT: &[u8] = include_bytes!("../testdata/rsa-server.pem");
+const RSA_SERVER_KEY: &[u8] = include_bytes!("../testdata/rsa-server.key");
+const RSA_BOB_CERT: &[u8] = include_bytes!("../testdata/rsa-bob.pem");
+const RSA_BOB_KEY: &[u8] = include_bytes!("../testdata/rsa-bob.key");
 
 const UNIX_START: u32 = 1_700_000_000;
 const PEER_ID: u32 = 7;
@@ -77,6 +83,11 @@ fn wrap(mode: WrapMode, role: Role) -> Wrap {
 struct Setup {
     wrap: WrapMode,
     tls: TlsVersions,
+    server_cert: &'static [u8],
+    server_key: &'static [u8],
+    /// The CA the server trusts for clients, and its CRL.
+    server_ca: &'static [u8],
+    server_crl: &'static [u8],
     client_cert: &'static [u8],
     client_key: &'static [u8],
     client_ca: &'static [u8],
@@ -85,6 +96,8 @@ struct Setup {
     renegotiation: Renegotiation,
     keepalive: Option<KeepaliveSettings>,
     cookie: bool,
+    /// IV_SSO the client announces, if any.
+    client_sso: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -92,6 +105,10 @@ impl Default for Setup {
         Self {
             wrap: WrapMode::TlsCrypt,
             tls: TlsVersions::Tls12And13,
+            server_cert: SERVER_CERT,
+            server_key: SERVER_KEY,
+            server_ca: CA,
+            server_crl: CRL,
             client_cert: ALICE_CERT,
             client_key: ALICE_KEY,
             client_ca: CA,
@@ -107,6 +124,7 @@ impl Default for Setup {
                 ping_restart: 60,
             }),
             cookie: true,
+            client_sso: None,
         }
     }
 }
@@ -116,10 +134,10 @@ fn server_config(setup: &Setup) -> Arc<ServerConfig> {
     common.renegotiation = setup.renegotiation;
     Arc::new(
         ServerConfig::new(ServerSettings {
-            ca: vec![cert(CA)],
-            crls: vec![CertificateRevocationListDer::from_pem_slice(CRL).unwrap()],
-            cert_chain: vec![cert(SERVER_CERT)],
-            key: key(SERVER_KEY),
+            ca: vec![cert(setup.server_ca)],
+            crls: vec![CertificateRevocationListDer::from_pem_slice(setup.server_crl).unwrap()],
+            cert_chain: vec![cert(setup.server_cert)],
+            key: key(setup.server_key),
             tls_versions: setup.tls,
             ciphers: vec![Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305],
             features: setup.features,
@@ -140,7 +158,9 @@ fn client_config(setup: &Setup) -> Arc<ClientConfig> {
             ciphers: vec![Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm],
             username: "alice-user".into(),
             password: "secret".into(),
-            peer_info_extra: vec![("UV_TEST".into(), "1".into())],
+            peer_info_extra: std::iter::once(("UV_TEST".into(), "1".into()))
+                .chain(setup.client_sso.map(|sso| ("IV_SSO".into(), sso.into())))
+                .collect(),
             proto_flags: setup.client_flags,
             common,
         })
@@ -510,3 +530,6 @@ impl Pair {
 }
 
 mod cases;
+mod float;
+mod rsa;
+mod server_control;
