@@ -202,6 +202,8 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
     tokio::pin!(shutdown);
     let mut buf = vec![0u8; 65536];
     let mut frame = vec![0u8; 65536];
+    // Dropped datagrams and spoofed packets, logged with the sweep when they changed.
+    let mut logged_counts = (0u64, 0u64);
     loop {
         let deadline = server
             .poll_timeout()
@@ -244,10 +246,17 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                 }
             },
             _ = tokio::time::sleep_until(deadline) => server.handle_timeout(Instant::now(), &mut xdp),
-            _ = sweep.tick() => match xdp.policy.sweep_nat(monotonic_now_ns(), &NatTimeouts::default()) {
-                Ok(s) if s.expired + s.orphans > 0 => info!(expired = s.expired, orphans = s.orphans, kept = s.kept, "NAT sweep"),
-                Ok(_) => {}
-                Err(e) => warn!("NAT sweep: {e}"),
+            _ = sweep.tick() => {
+                match xdp.policy.sweep_nat(monotonic_now_ns(), &NatTimeouts::default()) {
+                    Ok(s) if s.expired + s.orphans > 0 => info!(expired = s.expired, orphans = s.orphans, kept = s.kept, "NAT sweep"),
+                    Ok(_) => {}
+                    Err(e) => warn!("NAT sweep: {e}"),
+                }
+                let counts = (server.dropped, server.spoofed);
+                if counts != logged_counts {
+                    logged_counts = counts;
+                    info!(sessions = server.sessions(), dropped = counts.0, spoofed = counts.1, "counters");
+                }
             },
             _ = hangup.recv() => reload(config_path, &config, &mut xdp),
             _ = &mut shutdown => {

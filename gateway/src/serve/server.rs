@@ -68,6 +68,9 @@ pub struct Server {
     pub to_tap: Vec<Vec<u8>>,
     /// Tunnel packets dropped because their source was not the sending session's lease.
     pub spoofed: u64,
+    /// Datagrams dropped: unwrap, cookie or session checks failed (garbage, forgeries,
+    /// replays, packets of unknown sessions).
+    pub dropped: u64,
     /// Datagrams to send.
     pub outbox: Vec<Datagram>,
 }
@@ -109,6 +112,7 @@ impl Server {
             next_peer_id: 0,
             to_tap: Vec::new(),
             spoofed: 0,
+            dropped: 0,
             outbox: Vec::new(),
         })
     }
@@ -130,9 +134,11 @@ impl Server {
         dp: &mut dyn DataPath,
     ) {
         if let Some(&peer_id) = self.by_addr.get(&from) {
-            if let Some(client) = self.clients.get_mut(&peer_id) {
-                // A drop is the peer's fault and leaves the session as it was.
-                let _ = client.session.handle_datagram(now, bytes);
+            if let Some(client) = self.clients.get_mut(&peer_id)
+                && client.session.handle_datagram(now, bytes).is_err()
+            {
+                // The peer's fault; the session is left as it was.
+                self.dropped += 1;
             }
             self.drive(peer_id, now, dp);
             return;
@@ -161,6 +167,10 @@ impl Server {
             return;
         };
         match client.session.handle_datagram(now, bytes) {
+            Err(_) => {
+                self.dropped += 1;
+                return;
+            }
             Ok(accepted) if accepted.allows_float() => {
                 info!(peer_id, cn = %client.common_name, old = %client.addr, new = %from, "client floated");
                 self.by_addr.remove(&client.addr);
@@ -214,9 +224,11 @@ impl Server {
     fn new_client(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], dp: &mut dyn DataPath) {
         let mut buf = vec![0u8; bytes.len()];
         let Ok(unwrapped) = self.wrap.unwrap(bytes, &mut buf) else {
+            self.dropped += 1;
             return;
         };
         let Ok(packet) = ControlPacket::new_checked(&buf[..unwrapped.len]) else {
+            self.dropped += 1;
             return;
         };
         let repr = ControlRepr::parse(&packet);
@@ -252,6 +264,7 @@ impl Server {
             return;
         }
         let Ok(cookie) = self.cookie.verify(&repr, from, u64::from(unix)) else {
+            self.dropped += 1;
             return;
         };
         let Some(peer_id) = self.allocate_peer_id() else {

@@ -343,3 +343,35 @@ fn a_session_floats_only_on_an_authenticated_data_packet() {
             .any(|e| matches!(e, Event::Packet(p) if *p == back))
     );
 }
+
+#[test]
+fn garbage_is_dropped_and_counted_and_the_session_keeps_working() {
+    let mut h = Harness::new("garbage", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    let mut x: u32 = 0x9e37_79b9;
+    for i in 0..500u32 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let mut p: Vec<u8> = (0..(x % 200)).map(|j| (x >> (j % 24)) as u8).collect();
+        if let Some(first) = p.first_mut() {
+            *first = ((i % 32) as u8) << 3;
+        }
+        // From alice's own address and from strangers.
+        let from = if i % 2 == 0 {
+            addr(2)
+        } else {
+            addr(100 + (i % 50) as u8)
+        };
+        h.server
+            .handle_datagram(Instant::now(), from, &p, &mut h.xdp);
+    }
+    assert!(h.server.dropped >= 400, "dropped {}", h.server.dropped);
+    assert_eq!(h.server.sessions(), 1, "garbage created or ended sessions");
+    h.server.outbox.clear();
+    let out = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"after the storm");
+    alice.send_data(Instant::now(), &out).unwrap();
+    h.pump(&mut alice, addr(2));
+    assert_eq!(std::mem::take(&mut h.server.to_tap), [out]);
+}
