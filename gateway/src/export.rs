@@ -16,6 +16,8 @@ pub struct ProfileInputs<'a> {
     pub server_name: &'a str,
     /// The tls-crypt key file's text, when the endpoint uses one.
     pub tls_crypt_key: Option<&'a str>,
+    /// The tls-auth key file's text and its digest, when the endpoint uses tls-auth.
+    pub tls_auth: Option<(&'a str, crate::config::AuthDigest)>,
     /// The client's certificate and key (PEM), for a ready-to-use profile.
     pub client: Option<(&'a str, &'a str)>,
 }
@@ -84,12 +86,20 @@ pub fn client_profile(config: &Config, inputs: &ProfileInputs<'_>) -> Result<Str
         line("explicit-exit-notify 1");
     }
     line("verb 3");
+    if let Some((_, digest)) = inputs.tls_auth {
+        // The client side of the gateway's `key-direction 0`.
+        line("key-direction 1");
+        line(&format!("auth {}", digest.name()));
+    }
     let mut block = |tag: &str, body: &str| {
         let _ = write!(p, "<{tag}>\n{}\n</{tag}>\n", body.trim_end());
     };
     block("ca", inputs.ca_pem);
     if let Some(key) = inputs.tls_crypt_key {
         block("tls-crypt", key);
+    }
+    if let Some((key, _)) = inputs.tls_auth {
+        block("tls-auth", key);
     }
     if let Some((cert, key)) = inputs.client {
         block("cert", cert);
@@ -145,6 +155,7 @@ interface = "eth1"
                 ca_pem: CA,
                 server_name: "vpn.example.test",
                 tls_crypt_key: Some("-----BEGIN OpenVPN Static key V1-----\nab\n-----END OpenVPN Static key V1-----"),
+                tls_auth: None,
                 client: Some((CA, "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----")),
             },
         )
@@ -190,6 +201,7 @@ interface = "eth1"
             ca_pem: CA,
             server_name: "s",
             tls_crypt_key: None,
+            tls_auth: None,
             client: None,
         };
         assert_eq!(client_profile(&c, &inputs), Err(ExportError::NoRemote));
@@ -200,6 +212,15 @@ interface = "eth1"
             "{text}"
         );
         assert!(!text.contains("remote-random"), "{text}");
+        inputs.tls_auth = Some((
+            "-----BEGIN OpenVPN Static key V1-----\nab\n-----END OpenVPN Static key V1-----",
+            crate::config::AuthDigest::Sha512,
+        ));
+        let text = client_profile(&c, &inputs).unwrap();
+        for expected in ["key-direction 1", "auth SHA512", "<tls-auth>"] {
+            assert!(text.lines().any(|l| l == expected), "{expected} in {text}");
+        }
+        inputs.tls_auth = None;
         inputs.ca_pem = "not pem";
         assert_eq!(
             client_profile(&c, &inputs),

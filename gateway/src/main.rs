@@ -314,6 +314,10 @@ fn export_client(
         Some(p) => Some(read(p, "tls.tls_crypt_key")?),
         None => None,
     };
+    let tls_auth = match &config.tls.tls_auth {
+        Some((p, digest)) => Some((read(p, "tls.tls_auth_key")?, *digest)),
+        None => None,
+    };
     let client = match &client {
         Some((cert, key)) => Some((read(cert, "--cert")?, read(key, "--key")?)),
         None => None,
@@ -330,6 +334,9 @@ fn export_client(
             ca_pem: &ca_pem,
             server_name: &server_name,
             tls_crypt_key: tls_crypt.as_deref(),
+            tls_auth: tls_auth
+                .as_ref()
+                .map(|(key, digest)| (key.as_str(), *digest)),
             client: client.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
         },
     )?;

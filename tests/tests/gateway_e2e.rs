@@ -60,12 +60,14 @@ impl Running {
     /// Starts the gateway; `tls_crypt` false exports AWS-style profiles without any
     /// control-channel wrapping.
     fn start(tag: &str, tls_crypt: bool) -> Self {
-        Self::start_with(tag, tls_crypt, "udp/1194", |_| {})
+        let wrap = if tls_crypt { "tls-crypt" } else { "none" };
+        Self::start_with(tag, wrap, "udp/1194", |_| {})
     }
 
     /// As [`Running::start`], listening on `listen`, with `prepare` run on the PKI before
     /// the gateway loads it.
-    fn start_with(tag: &str, tls_crypt: bool, listen: &str, prepare: impl FnOnce(&Pki)) -> Self {
+    /// `wrap` is "tls-crypt", "tls-auth" (SHA256) or "none".
+    fn start_with(tag: &str, wrap: &str, listen: &str, prepare: impl FnOnce(&Pki)) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -84,10 +86,11 @@ impl Running {
         topo.target
             .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
             .unwrap();
-        let tls_crypt_line = if tls_crypt {
-            format!("tls_crypt_key = \"{}\"", path(&pki.tls_crypt_key()))
-        } else {
-            String::new()
+        // The tls-crypt key file is an OpenVPN static key: tls-auth can use it too.
+        let tls_crypt_line = match wrap {
+            "tls-crypt" => format!("tls_crypt_key = \"{}\"", path(&pki.tls_crypt_key())),
+            "tls-auth" => format!("tls_auth_key = \"{}\"", path(&pki.tls_crypt_key())),
+            _ => String::new(),
         };
         let config_path = dir.join("gateway.toml");
         std::fs::write(
@@ -188,6 +191,12 @@ all_users = true
             .as_ref()
             .filter(|_| with_tls_crypt)
             .map(|p| read(p));
+        let tls_auth = self
+            .config
+            .tls
+            .tls_auth
+            .as_ref()
+            .map(|(p, d)| (read(p), *d));
         let profile = client_profile(
             &self.config,
             &ProfileInputs {
@@ -195,6 +204,7 @@ all_users = true
                 ca_pem: &read(&self.pki.ca_cert()),
                 server_name: SERVER_NAME,
                 tls_crypt_key: tls_crypt.as_deref(),
+                tls_auth: tls_auth.as_ref().map(|(k, d)| (k.as_str(), *d)),
                 client: Some((&cert, &key)),
             },
         )
@@ -289,16 +299,17 @@ fn a_stock_client_reaches_the_target_through_the_gateway() {
 }
 
 #[test]
-fn every_cipher_and_the_unwrapped_aws_style_profile_work() {
-    if !privilege::check("every_cipher_and_the_unwrapped_aws_style_profile_work") {
+fn every_cipher_tls_auth_and_the_unwrapped_aws_style_profile_work() {
+    if !privilege::check("every_cipher_tls_auth_and_the_unwrapped_aws_style_profile_work") {
         return;
     }
-    for (tag, tls_crypt, cipher) in [
-        ("aes128", true, "AES-128-GCM"),
-        ("chacha", true, "CHACHA20-POLY1305"),
-        ("nowrap", false, "AES-256-GCM"),
+    for (tag, wrap, cipher) in [
+        ("aes128", "tls-crypt", "AES-128-GCM"),
+        ("chacha", "tls-crypt", "CHACHA20-POLY1305"),
+        ("tlsauth", "tls-auth", "AES-256-GCM"),
+        ("nowrap", "none", "AES-256-GCM"),
     ] {
-        let mut gw = Running::start(tag, tls_crypt);
+        let mut gw = Running::start_with(tag, wrap, "udp/1194", |_| {});
         let log = gw.connect(&["--data-ciphers", cipher]);
         assert!(
             read_log(&log).contains(&format!("Data Channel: cipher '{cipher}'")),
@@ -346,7 +357,7 @@ fn revoked_foreign_and_unwrapped_clients_are_refused() {
     if !privilege::check("revoked_foreign_and_unwrapped_clients_are_refused") {
         return;
     }
-    let mut gw = Running::start_with("refused", true, "udp/1194", |pki| {
+    let mut gw = Running::start_with("refused", "tls-crypt", "udp/1194", |pki| {
         pki.issue_client("bob", None).unwrap();
         pki.revoke("bob").unwrap();
     });
@@ -491,7 +502,7 @@ fn the_tcp_transport_works() {
     if !privilege::check("the_tcp_transport_works") {
         return;
     }
-    let mut gw = Running::start_with("tcp", true, "tcp/1194", |_| {});
+    let mut gw = Running::start_with("tcp", "tls-crypt", "tcp/1194", |_| {});
     let log = gw.connect(&[]);
     let l = read_log(&log);
     assert!(
@@ -594,7 +605,7 @@ fn two_clients_get_distinct_leases_and_cannot_spoof_each_other() {
     if !privilege::check("two_clients_get_distinct_leases_and_cannot_spoof_each_other") {
         return;
     }
-    let mut gw = Running::start_with("two", true, "udp/1194", |pki| {
+    let mut gw = Running::start_with("two", "tls-crypt", "udp/1194", |pki| {
         pki.issue_client("bob", None).unwrap();
     });
     // bob comes from another network, on a second link into the gateway.
@@ -616,6 +627,7 @@ fn two_clients_get_distinct_leases_and_cannot_spoof_each_other() {
                 ca_pem: &read(&gw.pki.ca_cert()),
                 server_name: SERVER_NAME,
                 tls_crypt_key: Some(&read(gw.config.tls.tls_crypt_key.as_ref().unwrap())),
+                tls_auth: None,
                 client: Some((&read(&bob_cert), &read(&bob_key))),
             },
         )

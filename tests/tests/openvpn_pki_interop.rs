@@ -161,6 +161,7 @@ interface = "eth1"
             ca_pem: &read(&pki.ca_cert()),
             server_name: SERVER_NAME,
             tls_crypt_key: Some(&read(&pki.tls_crypt_key())),
+            tls_auth: None,
             client: Some((&cert, &key)),
         },
     )

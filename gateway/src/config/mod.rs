@@ -82,7 +82,28 @@ pub struct Tls {
     pub client_ca: PathBuf,
     pub crl: Option<PathBuf>,
     pub tls_crypt_key: Option<PathBuf>,
+    /// tls-auth instead of tls-crypt: the key file and the HMAC digest.
+    pub tls_auth: Option<(PathBuf, AuthDigest)>,
     pub groups_from_certificate_ou: bool,
+}
+
+/// The HMAC of tls-auth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthDigest {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl AuthDigest {
+    /// As OpenVPN's `auth` option spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthDigest::Sha1 => "SHA1",
+            AuthDigest::Sha256 => "SHA256",
+            AuthDigest::Sha512 => "SHA512",
+        }
+    }
 }
 
 /// `[[target]]`: a target network association (the ENI in the associated subnet).
@@ -228,6 +249,10 @@ impl Config {
             ("tls.client_ca", Some(&self.tls.client_ca)),
             ("tls.crl", self.tls.crl.as_ref()),
             ("tls.tls_crypt_key", self.tls.tls_crypt_key.as_ref()),
+            (
+                "tls.tls_auth_key",
+                self.tls.tls_auth.as_ref().map(|(p, _)| p),
+            ),
         ];
         for (key, path) in files {
             if let Some(path) = path

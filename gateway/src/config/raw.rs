@@ -63,6 +63,10 @@ pub struct RawTls {
     pub crl: Option<String>,
     #[serde(default)]
     pub tls_crypt_key: Option<String>,
+    #[serde(default)]
+    pub tls_auth_key: Option<String>,
+    #[serde(default = "default_tls_auth_digest")]
+    pub tls_auth_digest: String,
     /// Also take groups from the client certificate's OU attributes.
     #[serde(default)]
     pub groups_from_certificate_ou: bool,
@@ -134,6 +138,10 @@ fn default_hard_reset_rate() -> u32 {
 
 fn default_hard_reset_burst() -> u32 {
     20
+}
+
+fn default_tls_auth_digest() -> String {
+    "SHA256".into()
 }
 
 fn default_mode() -> String {

@@ -270,6 +270,32 @@ fn routes_and_rules_are_checked_against_the_rest() {
             "{to:?}: expected an error containing {expected:?}, got {errs:?}"
         );
     }
+    let both = with(
+        FULL,
+        "tls_crypt_key = \"/etc/gateway/tc.key\"",
+        "tls_crypt_key = \"/etc/gateway/tc.key\"\ntls_auth_key = \"/etc/gateway/ta.key\"",
+    );
+    assert!(
+        errors(&both)
+            .iter()
+            .any(|e| e.contains("tls.tls_auth_key: give tls_crypt_key or tls_auth_key, not both"))
+    );
+    let md5 = with(
+        MINIMAL,
+        "client_ca = \"/etc/gateway/ca.pem\"",
+        "client_ca = \"/etc/gateway/ca.pem\"\ntls_auth_key = \"/etc/gateway/ta.key\"\ntls_auth_digest = \"MD5\"",
+    );
+    assert!(
+        errors(&md5)
+            .iter()
+            .any(|e| e.contains("tls.tls_auth_digest: \"MD5\" is not one of SHA1, SHA256, SHA512"))
+    );
+    let sha1 = md5.replace("\"MD5\"", "\"sha1\"");
+    let c = Config::parse(&sha1, "sha1").unwrap();
+    assert_eq!(
+        c.tls.tls_auth,
+        Some((PathBuf::from("/etc/gateway/ta.key"), AuthDigest::Sha1))
+    );
     // Groups may come from certificates instead: then an unlisted group is fine.
     let ou = with(
         &with(FULL, "groups = [\"engineering\"]", "groups = [\"from-ou\"]"),

@@ -9,8 +9,8 @@ use gateway_ebpf_common::{MAX_AUTHZ_RULES, MAX_GROUPS, MAX_ROUTES};
 use ipnet::Ipv4Net;
 
 use super::{
-    Config, ConfigError, Dataplane, DataplaneMode, Endpoint, Groups, Listen, Route, Target, Tls,
-    Transport,
+    AuthDigest, Config, ConfigError, Dataplane, DataplaneMode, Endpoint, Groups, Listen, Route,
+    Target, Tls, Transport,
     raw::{RawAuthorize, RawConfig, RawEndpoint, RawTls},
 };
 use crate::policy::{Access, AuthorizationRule, GroupId};
@@ -244,8 +244,35 @@ fn tls(raw: &RawTls, p: &mut Problems) -> Tls {
             .tls_crypt_key
             .as_deref()
             .map(|v| path("tls.tls_crypt_key", v, p)),
+        tls_auth: tls_auth(raw, p),
         groups_from_certificate_ou: raw.groups_from_certificate_ou,
     }
+}
+
+fn tls_auth(raw: &RawTls, p: &mut Problems) -> Option<(PathBuf, AuthDigest)> {
+    let key = raw.tls_auth_key.as_deref()?;
+    if raw.tls_crypt_key.is_some() {
+        p.add(
+            "tls.tls_auth_key",
+            "give tls_crypt_key or tls_auth_key, not both",
+        );
+    }
+    let digest = match raw.tls_auth_digest.to_ascii_uppercase().as_str() {
+        "SHA1" => AuthDigest::Sha1,
+        "SHA256" => AuthDigest::Sha256,
+        "SHA512" => AuthDigest::Sha512,
+        other => {
+            p.add(
+                "tls.tls_auth_digest",
+                format!("{other:?} is not one of SHA1, SHA256, SHA512"),
+            );
+            AuthDigest::Sha256
+        }
+    };
+    if key.trim().is_empty() {
+        p.add("tls.tls_auth_key", "must name a file");
+    }
+    Some((PathBuf::from(key), digest))
 }
 
 fn targets(raw: &RawConfig, p: &mut Problems) -> Vec<Target> {

@@ -20,6 +20,8 @@ pub struct TlsMaterial {
     pub client_ca: Vec<CertificateDer<'static>>,
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     pub tls_crypt_key: Option<StaticKey>,
+    /// tls-auth key and digest, when configured instead of tls-crypt.
+    pub tls_auth: Option<(StaticKey, crate::config::AuthDigest)>,
 }
 
 fn problem(key: &str, path: &Path, message: impl std::fmt::Display) -> ConfigError {
@@ -95,18 +97,34 @@ pub fn load(tls: &Tls) -> Result<TlsMaterial, Vec<ConfigError>> {
             .map(Some),
         None => Some(None),
     };
-    match (cert_chain, key, client_ca, crls, tls_crypt_key) {
-        (Some(cert_chain), Some(key), Some(client_ca), Some(crls), Some(tls_crypt_key))
-            if errors.is_empty() =>
-        {
-            Ok(TlsMaterial {
-                cert_chain,
-                key,
-                client_ca,
-                crls,
-                tls_crypt_key,
+    let tls_auth = match &tls.tls_auth {
+        Some((path, digest)) => std::fs::read_to_string(path)
+            .map_err(|e| errors.push(problem("tls.tls_auth_key", path, e)))
+            .ok()
+            .and_then(|text| {
+                StaticKey::parse(&text)
+                    .map_err(|e| errors.push(problem("tls.tls_auth_key", path, e)))
+                    .ok()
             })
-        }
+            .map(|key| Some((key, *digest))),
+        None => Some(None),
+    };
+    match (cert_chain, key, client_ca, crls, tls_crypt_key, tls_auth) {
+        (
+            Some(cert_chain),
+            Some(key),
+            Some(client_ca),
+            Some(crls),
+            Some(tls_crypt_key),
+            Some(tls_auth),
+        ) if errors.is_empty() => Ok(TlsMaterial {
+            cert_chain,
+            key,
+            client_ca,
+            crls,
+            tls_crypt_key,
+            tls_auth,
+        }),
         _ => Err(errors),
     }
 }
@@ -123,6 +141,7 @@ mod tests {
             client_ca: pki.ca_cert(),
             crl: Some(pki.crl()),
             tls_crypt_key: Some(pki.tls_crypt_key()),
+            tls_auth: None,
             groups_from_certificate_ou: false,
         }
     }

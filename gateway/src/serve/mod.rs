@@ -26,7 +26,8 @@ use gateway_proto::{
     keys::Role,
     push::ServerFeatures,
     session::{Common, ServerConfig, ServerSettings, TlsVersions},
-    wrap::{TlsCrypt, Wrap},
+    static_key::KeyDirection,
+    wrap::{AuthDigest as WrapDigest, TlsAuth, TlsCrypt, Wrap},
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::unix::AsyncFd;
@@ -34,7 +35,7 @@ use tracing::{error, info, warn};
 
 pub use self::server::{DataPath, Server};
 use crate::{
-    config::{Config, Transport},
+    config::{AuthDigest, Config, Transport},
     control::{pool::AddressPool, rules, tls},
     dataplane::tap::Tap,
     nat::{NatTimeouts, monotonic_now_ns},
@@ -274,9 +275,18 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
 /// the gateway's order of preference, key export and cc-exit on; and the listener's
 /// control-channel wrap.
 pub fn session_config(material: tls::TlsMaterial) -> Result<(ServerConfig, Wrap)> {
-    let wrap = match &material.tls_crypt_key {
-        Some(key) => Wrap::TlsCrypt(TlsCrypt::new(key, Role::Server)),
-        None => Wrap::None,
+    let wrap = match (&material.tls_crypt_key, &material.tls_auth) {
+        (Some(key), _) => Wrap::TlsCrypt(TlsCrypt::new(key, Role::Server)),
+        // The server side of `key-direction 0`.
+        (None, Some((key, digest))) => {
+            let digest = match digest {
+                AuthDigest::Sha1 => WrapDigest::Sha1,
+                AuthDigest::Sha256 => WrapDigest::Sha256,
+                AuthDigest::Sha512 => WrapDigest::Sha512,
+            };
+            Wrap::TlsAuth(TlsAuth::new(key, KeyDirection::Normal, digest))
+        }
+        (None, None) => Wrap::None,
     };
     let config = ServerConfig::new(ServerSettings {
         ca: material.client_ca,
