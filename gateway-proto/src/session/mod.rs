@@ -57,6 +57,9 @@ use crate::wrap::WrapError;
 pub struct Identity {
     /// Subject CN of the peer's verified certificate.
     pub common_name: Option<String>,
+    /// The peer's verified certificate (DER), for attributes beyond the CN (server
+    /// role), such as the OUs some deployments put groups in.
+    pub certificate: Option<Vec<u8>>,
     /// Username from key-method 2 (server role; empty without `auth-user-pass`).
     pub username: String,
     /// The client's peer-info (server role).

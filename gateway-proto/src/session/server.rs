@@ -355,11 +355,12 @@ impl Session {
         now: Instant,
         message: ClientKeyMethod2,
     ) -> Result<(), CloseReason> {
-        let common_name = self.keys[index]
+        let certificate = self.keys[index]
             .tls
             .peer_certificates()
             .and_then(|certs| certs.first())
-            .and_then(|cert| subject_common_name(cert));
+            .map(|cert| cert.to_vec());
+        let common_name = certificate.as_deref().and_then(subject_common_name);
         let mut failed = false;
         let server_source = ServerKeySource::generate(&mut |buf| {
             failed |= random_fill(buf).is_err();
@@ -404,6 +405,7 @@ impl Session {
         self.data_v2 = has_flag(&peer_info, ProtoFlags::DATA_V2);
         self.identity = Identity {
             common_name,
+            certificate,
             username: message.username,
             peer_info,
             options: message.options,

@@ -310,6 +310,19 @@ impl Pki {
     }
 }
 
+/// The subject's organizational units (OU) of a DER certificate, in order; empty when
+/// it has none or does not parse.
+pub fn organizational_units(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    cert.subject()
+        .iter_organizational_unit()
+        .filter_map(|ou| ou.as_str().ok().map(str::to_string))
+        .collect()
+}
+
 /// The subject common name of the first certificate in a PEM text.
 pub fn common_name(pem_text: &str) -> Result<String, String> {
     use x509_parser::prelude::{FromDer, X509Certificate, parse_x509_pem};

@@ -45,6 +45,8 @@ struct Client {
     spoof_logged: bool,
     /// Over UDP (may float to a new source address) rather than TCP.
     udp: bool,
+    /// The groups authorization rules test, settled at authentication.
+    groups: Vec<GroupId>,
 }
 
 /// Something to send.
@@ -54,7 +56,7 @@ pub struct Datagram {
 }
 
 pub struct Server {
-    config: Config,
+    pub(super) config: Config,
     session_config: Arc<ServerConfig>,
     wrap: Wrap,
     cookie: CookieKey,
@@ -306,6 +308,7 @@ impl Server {
                 established_at: None,
                 spoof_logged: false,
                 udp,
+                groups: Vec::new(),
             },
         );
         self.by_addr.insert(from, peer_id);
@@ -408,14 +411,11 @@ impl Server {
             match event {
                 Event::AuthRequest(req) => {
                     let cn = req.identity.common_name.clone().unwrap_or_default();
-                    self.authorize(peer_id, now, cn);
+                    let groups = self.groups_of(&cn, req.identity.certificate.as_deref());
+                    self.authorize(peer_id, now, cn, groups);
                 }
                 Event::Established(_) => {
-                    let groups = self
-                        .config
-                        .groups
-                        .of_common_name(&client.common_name)
-                        .to_vec();
+                    let groups = client.groups.clone();
                     client.established_at = Some(now);
                     if let Some(lease) = client.lease {
                         dp.session_up(lease, peer_id, &groups);
@@ -453,13 +453,32 @@ impl Server {
         }
     }
 
+    /// The groups of a client: `[groups]` by common name, and the certificate's OUs
+    /// when `tls.groups_from_certificate_ou` is on (OUs no rule names are ignored).
+    fn groups_of(&self, common_name: &str, certificate: Option<&[u8]>) -> Vec<GroupId> {
+        let mut groups = self.config.groups.of_common_name(common_name).to_vec();
+        if self.config.tls.groups_from_certificate_ou
+            && let Some(der) = certificate
+        {
+            for ou in crate::pki::organizational_units(der) {
+                if let Some(id) = self.config.groups.id(&ou)
+                    && !groups.contains(&id)
+                {
+                    groups.push(id);
+                }
+            }
+        }
+        groups
+    }
+
     /// Admits an authenticated client: a lease and its push, or AUTH_FAILED.
-    fn authorize(&mut self, peer_id: u32, now: Instant, common_name: String) {
+    fn authorize(&mut self, peer_id: u32, now: Instant, common_name: String, groups: Vec<GroupId>) {
         let lease = self.pool.lease();
         let Some(client) = self.clients.get_mut(&peer_id) else {
             return;
         };
         client.common_name = common_name;
+        client.groups = groups;
         match lease {
             Ok(lease) => {
                 client.lease = Some(lease);

@@ -61,12 +61,19 @@ fn unix() -> u32 {
 impl Harness {
     /// A server for `client_cidr`, with alice and bob in group "eng".
     fn new(tag: &str, client_cidr: &str) -> Self {
+        Self::build(tag, client_cidr, false)
+    }
+
+    /// With `ou`, groups also come from certificate OUs, and dave (in no `[groups]`
+    /// entry) carries OU=eng.
+    fn build(tag: &str, client_cidr: &str, ou: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-serve-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let pki = Pki::init(&dir, "Serve CA", "server").unwrap();
         for name in ["alice", "bob", "carol"] {
             pki.issue_client(name, None).unwrap();
         }
+        pki.issue_client("dave", Some("eng")).unwrap();
         let text = format!(
             r#"
 [endpoint]
@@ -79,6 +86,7 @@ server_key = "{}"
 client_ca = "{}"
 crl = "{}"
 tls_crypt_key = "{}"
+groups_from_certificate_ou = {ou}
 [[target]]
 interface = "eth1"
 [[route]]
@@ -374,4 +382,16 @@ fn garbage_is_dropped_and_counted_and_the_session_keeps_working() {
     alice.send_data(Instant::now(), &out).unwrap();
     h.pump(&mut alice, addr(2));
     assert_eq!(std::mem::take(&mut h.server.to_tap), [out]);
+}
+
+#[test]
+fn groups_come_from_certificate_ous_when_enabled() {
+    for ou in [false, true] {
+        let mut h = Harness::build(&format!("ou-{ou}"), "10.200.0.0/22", ou);
+        let mut dave = h.client("dave");
+        established(&h.pump(&mut dave, addr(2))).unwrap();
+        let eng = h.server.config.groups.id("eng").unwrap();
+        let want: Vec<GroupId> = if ou { vec![eng] } else { Vec::new() };
+        assert_eq!(h.xdp.up[0].2, want, "groups_from_certificate_ou = {ou}");
+    }
 }
