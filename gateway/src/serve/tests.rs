@@ -395,3 +395,35 @@ fn groups_come_from_certificate_ous_when_enabled() {
         assert_eq!(h.xdp.up[0].2, want, "groups_from_certificate_ou = {ou}");
     }
 }
+
+#[test]
+fn a_silent_client_is_removed_after_ping_restart_and_its_lease_returns() {
+    let mut h = Harness::new("silent", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    assert_eq!(h.server.pool().leased(), 1);
+    // alice is killed: nothing more comes from her. The server pings, then gives up
+    // after twice the pushed ping-restart (60 s).
+    let mut now = Instant::now();
+    for _ in 0..40 {
+        now += std::time::Duration::from_secs(5);
+        h.server.handle_timeout(now, &mut h.xdp);
+        h.server.outbox.clear();
+        if h.server.sessions() == 0 {
+            break;
+        }
+    }
+    assert_eq!(h.server.sessions(), 0, "the silent session is still there");
+    assert_eq!(h.xdp.down, [(lease, h.xdp.up[0].1)]);
+    assert_eq!(
+        h.server.pool().leased(),
+        0,
+        "the lease returned to the pool"
+    );
+    // Not before the keepalive deadline: a fresh client survives a quiet minute.
+    let mut bob = h.client("bob");
+    established(&h.pump(&mut bob, addr(3))).unwrap();
+    let later = Instant::now() + std::time::Duration::from_secs(60);
+    h.server.handle_timeout(later, &mut h.xdp);
+    assert_eq!(h.server.sessions(), 1);
+}
