@@ -99,6 +99,13 @@ fn run_task(task: Task) -> Result<()> {
         }
         Task::Bench { args } => {
             setup::setup()?;
+            run::run(Command::new("cargo").args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "gateway",
+            ]))?;
             run::run(
                 Command::new("cargo")
                     .args(["run", "--quiet", "--release", "-p", "bench", "--"])
