@@ -1,7 +1,7 @@
-//! The gateway's sessions over UDP: the stateless cookie handshake for new clients,
-//! `gateway-proto` sessions for known ones, authorization and leases, and the XDP maps
-//! kept in step with every session that starts or ends. Pure state: the driver in
-//! `serve::run` does the I/O.
+//! The gateway's sessions over UDP and TCP: the stateless cookie handshake for new UDP
+//! clients, `gateway-proto` sessions for known ones, authorization and leases, and the
+//! XDP maps kept in step with every session that starts or ends. No I/O: the driver in
+//! `serve::serve` feeds it datagrams, stream packets, TAP packets and time.
 
 use std::{
     collections::HashMap,
