@@ -13,7 +13,10 @@ use gateway::{
     export::{ProfileInputs, client_profile},
     pki::Pki,
 };
-use gateway_tests::lab::{Lab, Netns, ProcessId, Topology, read_log, wait_until};
+use gateway_tests::{
+    lab::{Lab, Netns, ProcessId, Topology, read_log, wait_until},
+    openvpn::{ServerFiles, spawn_stock_server},
+};
 
 /// One side's result.
 #[derive(Debug, Clone, Copy)]
@@ -67,47 +70,25 @@ pub fn run(gateway_bin: &Path, seconds: u64, dir: &Path) -> Result<(Side, Side)>
         Topology::GATEWAY_TARGET_ADDR,
     ])?;
     let stock_log = dir.join("stock-server.log");
-    let stock = lab.spawn(
+    let stock = spawn_stock_server(
+        &mut lab,
         &topo.gateway,
+        &ServerFiles {
+            ca_cert: &pki.ca_cert(),
+            server_cert: &pki.server_cert(),
+            server_key: &pki.server_key(),
+            tls_crypt_key: &pki.tls_crypt_key(),
+        },
+        Topology::GATEWAY_PUBLIC_ADDR,
         &[
-            "openvpn",
-            "--dev",
-            "tun",
-            "--server",
-            "10.8.0.0",
-            "255.255.255.0",
-            "--topology",
-            "subnet",
-            "--proto",
-            "udp",
-            "--local",
-            Topology::GATEWAY_PUBLIC_ADDR,
-            "--port",
-            "1194",
-            "--ca",
-            &p(&pki.ca_cert()),
-            "--cert",
-            &p(&pki.server_cert()),
-            "--key",
-            &p(&pki.server_key()),
-            "--dh",
-            "none",
-            "--tls-crypt",
-            &p(&pki.tls_crypt_key()),
             "--push",
             "route 10.10.0.0 255.255.255.0",
             "--keepalive",
             "10",
             "60",
-            "--verb",
-            "3",
         ],
-        Some(&stock_log),
+        &stock_log,
     )?;
-    wait_until("the stock server", Duration::from_secs(10), || {
-        read_log(&stock_log).contains("Initialization Sequence Completed")
-    })
-    .with_context(|| read_log(&stock_log))?;
     let theirs = measure(&mut lab, &topo, stock, &profile, dir, "stock", seconds)?;
     lab.stop(stock)?;
     Ok((ours, theirs))

@@ -5,7 +5,6 @@
 
 use std::{
     net::UdpSocket,
-    path::Path,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -22,15 +21,12 @@ use gateway_proto::{
     wrap::{TlsCrypt, Wrap},
 };
 use gateway_tests::{
-    lab::{Lab, read_log, wait_until},
+    lab::{Lab, read_log},
+    openvpn::{ServerFiles, spawn_stock_server},
     privilege,
     xdp::frame,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Connects with `cipher` offered alone, pings 10.8.0.1 through the tunnel; returns the
 /// echo reply's source and what the server negotiated.
@@ -138,47 +134,25 @@ fn our_client_role_passes_traffic_through_a_stock_openvpn_server() {
     )
     .unwrap();
     let server_log = dir.join("server.log");
-    lab.spawn(
+    spawn_stock_server(
+        &mut lab,
         &server,
+        &ServerFiles {
+            ca_cert: &pki.ca_cert(),
+            server_cert: &pki.server_cert(),
+            server_key: &pki.server_key(),
+            tls_crypt_key: &pki.tls_crypt_key(),
+        },
+        "198.51.100.1",
         &[
-            "openvpn",
-            "--dev",
-            "tun",
-            "--server",
-            "10.8.0.0",
-            "255.255.255.0",
-            "--topology",
-            "subnet",
-            "--proto",
-            "udp",
-            "--local",
-            "198.51.100.1",
-            "--port",
-            "1194",
-            "--ca",
-            path(&pki.ca_cert()),
-            "--cert",
-            path(&pki.server_cert()),
-            "--key",
-            path(&pki.server_key()),
-            "--dh",
-            "none",
-            "--tls-crypt",
-            path(&pki.tls_crypt_key()),
             "--data-ciphers",
             "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305",
             "--keepalive",
             "10",
             "60",
-            "--verb",
-            "3",
         ],
-        Some(&server_log),
+        &server_log,
     )
-    .unwrap();
-    wait_until("the stock server", Duration::from_secs(10), || {
-        read_log(&server_log).contains("Initialization Sequence Completed")
-    })
     .unwrap();
 
     for cipher in [

@@ -45,6 +45,34 @@ fn echo_once(listener: TcpListener, timeout: Duration) -> Option<SocketAddr> {
     None
 }
 
+/// Sends `payload` over TCP from the client namespace to an echo host at 10.10.0.10:8080
+/// in the target namespace; returns what came back and the source address the host saw.
+fn tcp_echo_to_target(topo: &Topology, payload: &'static [u8]) -> (Vec<u8>, SocketAddr) {
+    let listener = topo
+        .target
+        .run_in(|| TcpListener::bind("10.10.0.10:8080"))
+        .unwrap()
+        .unwrap();
+    let host = thread::spawn(move || echo_once(listener, Duration::from_secs(8)));
+    let echoed = topo
+        .client
+        .run_in(|| {
+            let mut s = TcpStream::connect_timeout(
+                &"10.10.0.10:8080".parse().unwrap(),
+                Duration::from_secs(5),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(payload)?;
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf)?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        })
+        .unwrap()
+        .unwrap();
+    let peer = host.join().unwrap().expect("the host accepted");
+    (echoed, peer)
+}
+
 /// A lab with `gateway serve` running in the gateway namespace.
 struct Running {
     lab: Lab,
@@ -248,29 +276,8 @@ fn a_stock_client_reaches_the_target_through_the_gateway() {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&client_log)));
 
     // TCP: the host sees the gateway's target address.
-    let listener = topo
-        .target
-        .run_in(|| TcpListener::bind("10.10.0.10:8080"))
-        .unwrap()
-        .unwrap();
-    let host = thread::spawn(move || echo_once(listener, Duration::from_secs(8)));
-    let echoed = topo
-        .client
-        .run_in(|| {
-            let mut s = TcpStream::connect_timeout(
-                &"10.10.0.10:8080".parse().unwrap(),
-                Duration::from_secs(5),
-            )?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(b"through the gateway")?;
-            let mut buf = [0u8; 64];
-            let n = s.read(&mut buf)?;
-            Ok::<_, std::io::Error>(buf[..n].to_vec())
-        })
-        .unwrap()
-        .unwrap();
+    let (echoed, peer) = tcp_echo_to_target(topo, b"through the gateway");
     assert_eq!(echoed, b"through the gateway");
-    let peer = host.join().unwrap().expect("the host accepted");
     assert_eq!(
         peer.ip().to_string(),
         Topology::GATEWAY_TARGET_ADDR,
@@ -513,34 +520,9 @@ fn the_tcp_transport_works() {
         .client
         .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", "10.10.0.10"])
         .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&log)));
-    let listener = gw
-        .topo
-        .target
-        .run_in(|| TcpListener::bind("10.10.0.10:8080"))
-        .unwrap()
-        .unwrap();
-    let host = thread::spawn(move || echo_once(listener, Duration::from_secs(8)));
-    let echoed = gw
-        .topo
-        .client
-        .run_in(|| {
-            let mut s = TcpStream::connect_timeout(
-                &"10.10.0.10:8080".parse().unwrap(),
-                Duration::from_secs(5),
-            )?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(&[0x5a; 200])?;
-            let mut buf = [0u8; 256];
-            let n = s.read(&mut buf)?;
-            Ok::<_, std::io::Error>(buf[..n].to_vec())
-        })
-        .unwrap()
-        .unwrap();
+    let (echoed, peer) = tcp_echo_to_target(&gw.topo, &[0x5a; 200]);
     assert_eq!(echoed, [0x5a; 200]);
-    assert_eq!(
-        host.join().unwrap().unwrap().ip().to_string(),
-        Topology::GATEWAY_TARGET_ADDR
-    );
+    assert_eq!(peer.ip().to_string(), Topology::GATEWAY_TARGET_ADDR);
     gw.stop();
 }
 

@@ -11,6 +11,7 @@ use gateway::{
 };
 use gateway_tests::{
     lab::{Lab, Netns, ProcessId, read_log, wait_until},
+    openvpn::{ServerFiles, spawn_stock_server},
     privilege,
 };
 
@@ -80,33 +81,17 @@ fn stock_openvpn_accepts_our_pki_and_refuses_a_revoked_client() {
     .unwrap();
 
     let server_log = dir.join("server.log");
-    lab.spawn(
+    spawn_stock_server(
+        &mut lab,
         &server,
+        &ServerFiles {
+            ca_cert: &pki.ca_cert(),
+            server_cert: &pki.server_cert(),
+            server_key: &pki.server_key(),
+            tls_crypt_key: &pki.tls_crypt_key(),
+        },
+        "198.51.100.1",
         &[
-            "openvpn",
-            "--dev",
-            "tun",
-            "--server",
-            "10.8.0.0",
-            "255.255.255.0",
-            "--topology",
-            "subnet",
-            "--proto",
-            "udp",
-            "--local",
-            "198.51.100.1",
-            "--port",
-            "1194",
-            "--ca",
-            path(&pki.ca_cert()),
-            "--cert",
-            path(&pki.server_cert()),
-            "--key",
-            path(&pki.server_key()),
-            "--dh",
-            "none",
-            "--tls-crypt",
-            path(&pki.tls_crypt_key()),
             "--crl-verify",
             path(&pki.crl()),
             "--remote-cert-tls",
@@ -114,16 +99,10 @@ fn stock_openvpn_accepts_our_pki_and_refuses_a_revoked_client() {
             "--keepalive",
             "1",
             "10",
-            "--verb",
-            "3",
         ],
-        Some(&server_log),
+        &server_log,
     )
-    .unwrap();
-    wait_until("the stock server to start", Duration::from_secs(10), || {
-        read_log(&server_log).contains("Initialization Sequence Completed")
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", read_log(&server_log)));
+    .unwrap_or_else(|e| panic!("{e:#}"));
 
     // alice imports the profile exported from the gateway's configuration.
     let config = Config::parse(
