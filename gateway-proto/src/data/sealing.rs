@@ -3,6 +3,7 @@
 
 use core::fmt;
 use core::ops::Range;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use ring::aead;
@@ -225,6 +226,42 @@ impl OpeningKey {
         replay: &mut ReplayWindow,
         now: Instant,
     ) -> Result<Opened, DataError> {
+        // One owner: check, decrypt and commit under the one `&mut`.
+        let replay = std::cell::RefCell::new(replay);
+        self.open_with(
+            buf,
+            |id| Ok(replay.borrow().check(id, now)?),
+            |id| Ok(replay.borrow_mut().commit(id, now)?),
+        )
+    }
+
+    /// [`OpeningKey::open_in_place`] with a replay window shared between threads: the
+    /// lock is held for the check and for the commit, not while decrypting. The commit
+    /// checks again, so two threads racing with the same packet-id accept it once.
+    pub fn open_shared(
+        &self,
+        buf: &mut [u8],
+        replay: &Mutex<ReplayWindow>,
+        now: Instant,
+    ) -> Result<Opened, DataError> {
+        let lock = || {
+            replay
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        self.open_with(
+            buf,
+            |id| Ok(lock().check(id, now)?),
+            |id| Ok(lock().commit(id, now)?),
+        )
+    }
+
+    fn open_with(
+        &self,
+        buf: &mut [u8],
+        check: impl FnOnce(u32) -> Result<(), DataError>,
+        commit: impl FnOnce(u32) -> Result<(), DataError>,
+    ) -> Result<Opened, DataError> {
         let header = DataHeader::parse(buf)?;
         let header_len = header.buffer_len();
         let ciphertext_start = header_len + PACKET_ID_LEN + TAG_LEN;
@@ -244,7 +281,7 @@ impl OpeningKey {
             .and_then(|b| b.try_into().ok())
             .ok_or(truncated)?;
         let packet_id = u32::from_be_bytes(id_bytes);
-        replay.check(packet_id, now)?;
+        check(packet_id)?;
         let tag = aead::Tag::try_from(tag_bytes).map_err(|_| truncated)?;
         let aad = prefix.get(aad_start(&header)..).unwrap_or(&[]);
         self.key
@@ -256,7 +293,7 @@ impl OpeningKey {
                 0..,
             )
             .map_err(|_| DataError::Authentication)?;
-        replay.commit(packet_id, now)?;
+        commit(packet_id)?;
         Ok(Opened {
             header,
             packet_id,
@@ -326,6 +363,33 @@ mod tests {
             opening.open_in_place(&mut buf[..n], &mut window(), t),
             Err(DataError::Replay(ReplayError::ZeroPacketId))
         );
+    }
+
+    #[test]
+    fn a_shared_window_accepts_a_packet_once_whoever_opens_it() {
+        let t = Instant::now();
+        let (sealing, opening) = pair(Cipher::ChaCha20Poly1305);
+        let replay = std::sync::Mutex::new(window());
+        let mut first = vec![0u8; DATA_V2_OVERHEAD + 5];
+        first[DATA_V2_OVERHEAD..].copy_from_slice(b"hello");
+        let n = sealing.seal_in_place(v2(0, 1), &mut first, 5).unwrap();
+        first.truncate(n);
+        let mut again = first.clone();
+        let opened = opening.open_shared(&mut first, &replay, t).unwrap();
+        assert_eq!(&first[opened.plaintext], b"hello");
+        assert!(matches!(
+            opening.open_shared(&mut again, &replay, t),
+            Err(DataError::Replay(ReplayError::Replayed { .. }))
+        ));
+        // A forgery does not advance the shared window.
+        let mut forged = vec![0u8; DATA_V2_OVERHEAD + 5];
+        let n = sealing.seal_in_place(v2(0, 1), &mut forged, 5).unwrap();
+        forged[n - 1] ^= 1;
+        assert_eq!(
+            opening.open_shared(&mut forged[..n], &replay, t),
+            Err(DataError::Authentication)
+        );
+        assert_eq!(replay.lock().unwrap().highest(), 1);
     }
 
     #[test]

@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use super::core::{Life, Session};
-use super::{Accepted, CloseReason, DropReason, Event, UsageError};
+use super::{Accepted, CloseReason, DataChannel, DataKey, DropReason, Event, UsageError};
 use crate::data::{OCC_EXIT, OCC_MAGIC, PACKET_ID_LEN, Plaintext, TAG_LEN};
 use crate::keys::Role;
-use crate::packet::DataHeader;
+use crate::packet::{DataHeader, KeyId};
 
 impl Session {
     pub(crate) fn send_occ_exit(&mut self, now: Instant) {
@@ -54,7 +54,6 @@ impl Session {
         let mut buf = vec![0u8; overhead + plaintext.len()];
         buf[overhead..].copy_from_slice(plaintext);
         let len = active
-            .keys
             .sealing
             .seal_in_place(header, &mut buf, plaintext.len())?;
         buf.truncate(len);
@@ -62,6 +61,64 @@ impl Session {
         active.packets = active.packets.saturating_add(1);
         self.outgoing.push_back(buf);
         Ok(())
+    }
+
+    /// The data channel as the data plane needs it, once established: the keys are the
+    /// session's own (shared), so packet-ids and replay windows stay single. Compare
+    /// snapshots with [`DataChannel::same_keys`] to see whether the data plane needs the
+    /// new one.
+    pub fn data_channel(&self) -> Option<DataChannel> {
+        if !self.established || self.life != Life::Open {
+            return None;
+        }
+        let keys = self
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let active = k.active.as_ref()?;
+                Some(DataKey {
+                    key_id: k.key_id,
+                    sealing: active.sealing.clone(),
+                    opening: active.opening.clone(),
+                    replay: active.replay.clone(),
+                })
+            })
+            .collect();
+        Some(DataChannel {
+            peer_id: self.data_v2.then_some(self.peer_id),
+            send_key: self.send_key?,
+            keys,
+        })
+    }
+
+    /// The data plane received (`received`) or sent (`sent`) data packets of this session
+    /// outside [`Session::handle_datagram`] / [`Session::send_data`]: the keepalive clocks
+    /// move forward (never back).
+    pub fn note_data_activity(&mut self, received: Option<Instant>, sent: Option<Instant>) {
+        if let Some(at) = received {
+            self.last_received = self.last_received.max(at);
+        }
+        if let Some(at) = sent {
+            self.last_sent = self.last_sent.max(at);
+        }
+    }
+
+    /// A data packet with `key_id` authenticated (here or in the data plane): when that
+    /// is the newest key and not yet the sending key, the peer has it, so it takes over
+    /// sending. Also runs the renegotiation triggers.
+    pub fn note_key_used(&mut self, key_id: KeyId, now: Instant) {
+        if Some(key_id) != self.send_key && self.keys.last().is_some_and(|k| k.key_id == key_id) {
+            self.promote(key_id, now);
+        }
+        self.check_renegotiation(now);
+    }
+
+    /// Server role: the data plane received the client's OCC_EXIT; the session ends as
+    /// if this session had opened it.
+    pub fn peer_exited(&mut self) {
+        if self.role() == Role::Server && self.life != Life::Closed {
+            self.finish(CloseReason::ClientExit);
+        }
     }
 
     pub(crate) fn handle_data(
@@ -88,10 +145,7 @@ impl Session {
             .as_mut()
             .ok_or(DropReason::KeyId(key_id))?;
         let mut buf = datagram.to_vec();
-        let opened = active
-            .keys
-            .opening
-            .open_in_place(&mut buf, &mut active.replay, now)?;
+        let opened = active.opening.open_shared(&mut buf, &active.replay, now)?;
         let plaintext = buf.get(opened.plaintext).unwrap_or(&[]);
         active.bytes = active.bytes.saturating_add(plaintext.len() as u64);
         active.packets = active.packets.saturating_add(1);
@@ -105,10 +159,7 @@ impl Session {
             }
             Plaintext::Packet(packet) => self.events.push_back(Event::Packet(packet.to_vec())),
         }
-        if Some(key_id) != self.send_key && self.keys.last().is_some_and(|k| k.key_id == key_id) {
-            self.promote(key_id, now);
-        }
-        self.check_renegotiation(now);
+        self.note_key_used(key_id, now);
         Ok(match header {
             DataHeader::V2 { .. } => Accepted::AuthenticatedData,
             DataHeader::V1 { .. } => Accepted::DataV1,

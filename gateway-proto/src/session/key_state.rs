@@ -4,7 +4,9 @@
 use std::io::{ErrorKind, Read, Write};
 use std::time::Instant;
 
-use crate::data::{Cipher, DataKeys};
+use std::sync::{Arc, Mutex};
+
+use crate::data::{Cipher, DataKeys, OpeningKey, SealingKey};
 use crate::key_method::{ClientKeySource, ServerKeySource};
 use crate::keys::{DataChannelKeys, EXPORTER_LABEL, KEY_BLOCK_LEN, KeyBlock, Role};
 use crate::packet::{KeyId, SessionId};
@@ -31,10 +33,14 @@ pub(crate) enum Phase {
 /// The data keys of a key_id and their use counters.
 #[derive(Debug)]
 pub(crate) struct ActiveKeys {
-    pub keys: DataKeys,
+    /// Shared with the data plane (see [`super::DataChannel`]): the packet-id counter
+    /// inside is the one every sender on this key_id draws from.
+    pub sealing: Arc<SealingKey>,
+    pub opening: Arc<OpeningKey>,
     pub material: DataChannelKeys,
     pub cipher: Cipher,
-    pub replay: ReplayWindow,
+    /// Shared with the data plane, so a packet-id is accepted once whoever receives it.
+    pub replay: Arc<Mutex<ReplayWindow>>,
     pub since: Instant,
     pub bytes: u64,
     pub packets: u64,
@@ -203,10 +209,11 @@ impl KeyState {
         let keys =
             DataKeys::new(cipher, &material).map_err(|e| CloseReason::Internal(e.to_string()))?;
         self.active = Some(ActiveKeys {
-            keys,
+            sealing: Arc::new(keys.sealing),
+            opening: Arc::new(keys.opening),
             material,
             cipher,
-            replay: ReplayWindow::new(replay),
+            replay: Arc::new(Mutex::new(ReplayWindow::new(replay))),
             since: now,
             bytes: 0,
             packets: 0,

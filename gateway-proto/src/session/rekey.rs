@@ -108,7 +108,7 @@ impl Session {
             && now.saturating_duration_since(active.since) >= Duration::from_secs(limits.seconds))
             || (limits.bytes > 0 && active.bytes >= limits.bytes)
             || (limits.packets > 0 && active.packets >= limits.packets)
-            || active.keys.sealing.needs_renegotiation();
+            || active.sealing.needs_renegotiation();
         if due {
             self.renegotiate(now);
         }

@@ -1,4 +1,7 @@
-//! The data plane: worker threads, crypto, and the I/O backends. Landed so far: the TAP
-//! device of socket mode.
+//! The data plane (socket mode): the pinned worker threads that carry established
+//! sessions' data packets, their batched UDP I/O, and the TAP device they use as the
+//! seam into the XDP policy programs.
 
+pub mod batch;
 pub mod tap;
+pub mod worker;

@@ -1,12 +1,15 @@
-//! `gateway serve`: sets up the TAP seam and the XDP programs, then drives the sessions
-//! from one tokio task: UDP datagrams, packets read from the TAP, session timers, the NAT
-//! sweep, and SIGHUP (reload routes and rules) / SIGTERM (close every session).
+//! `gateway serve`: sets up the TAP seam, the XDP programs and the data-plane workers
+//! (`dataplane::worker`), then runs the control plane in one tokio task: control
+//! packets the workers pass up, TCP connections, session timers, the NAT sweep, and
+//! SIGHUP (reload routes and rules) / SIGTERM (close every session).
 //!
-//! One UDP and one TCP listen entry are served. This first serving path carries tunnel
-//! packets through this task (socket mode, one worker); the pinned data-plane workers
-//! come next.
+//! The workers carry the data packets of established sessions in both directions; the
+//! control plane hands each session's keys to them when it is established and after
+//! every rekey or float. One UDP and one TCP listen entry are served.
 
 mod server;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -14,7 +17,6 @@ use std::{
     collections::HashMap,
     future::Future,
     net::{Ipv4Addr, SocketAddr},
-    os::fd::{AsRawFd, RawFd},
     path::Path,
     time::{Duration, Instant},
 };
@@ -30,14 +32,16 @@ use gateway_proto::{
     wrap::{AuthDigest as WrapDigest, TlsAuth, TlsCrypt, Wrap},
 };
 use ring::rand::{SecureRandom, SystemRandom};
-use tokio::io::unix::AsyncFd;
 use tracing::{error, info, warn};
 
-pub use self::server::{DataPath, Server};
+pub use self::server::{CarryRequest, DataPath, Server};
 use crate::{
-    config::{AuthDigest, Config, Transport},
+    config::{AuthDigest, Config, DataplaneMode, Transport},
     control::{pool::AddressPool, rules, tls},
-    dataplane::tap::Tap,
+    dataplane::{
+        tap::Tap,
+        worker::{self, Carried, Peer, Report, Workers},
+    },
     nat::{NatTimeouts, monotonic_now_ns},
     policy::GroupId,
     xdp::{AttachMode, Edge, Policy},
@@ -47,6 +51,8 @@ use crate::{
 pub const TAP_NAME: &str = "gw-tap0";
 /// MAC the gateway writes as the source of frames it puts into the TAP.
 const TAP_PEER_MAC: [u8; 6] = [0x02, 0x67, 0x77, 0x00, 0x00, 0x01];
+/// Reports from the workers the control plane may fall behind by before they drop.
+const REPORT_QUEUE: usize = 4096;
 /// How often idle NAT mappings are swept.
 const NAT_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -56,8 +62,48 @@ pub struct Xdp {
     pub policy: Policy,
 }
 
-impl DataPath for Xdp {
+/// What the control plane keeps in step with its sessions: the XDP maps and the workers.
+struct Plane {
+    xdp: Xdp,
+    workers: Workers,
+    /// Writers of the TCP connections, by client address.
+    tcp_writers: HashMap<SocketAddr, tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+impl DataPath for Plane {
     fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
+        self.xdp.session_up(lease, peer_id, groups);
+    }
+
+    fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32) {
+        self.xdp.session_down(lease, peer_id);
+    }
+
+    fn carry(&mut self, peer_id: u32, carried: Option<CarryRequest>) {
+        let Some(request) = carried else {
+            self.workers.forget(peer_id);
+            return;
+        };
+        let peer = if request.udp {
+            Peer::Udp(request.addr)
+        } else if let Some(writer) = self.tcp_writers.get(&request.addr) {
+            Peer::Stream(writer.clone())
+        } else {
+            // The connection is already gone; its close event ends the session.
+            return;
+        };
+        self.workers.carry(Carried {
+            peer_id,
+            lease: request.lease,
+            peer,
+            data: request.data,
+            activity: request.activity,
+        });
+    }
+}
+
+impl Xdp {
+    pub fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
         if let Err(e) = self
             .policy
             .insert_session(lease, server::session_info(peer_id, groups))
@@ -69,7 +115,7 @@ impl DataPath for Xdp {
         }
     }
 
-    fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32) {
+    pub fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32) {
         if let Err(e) = self.policy.end_session(lease) {
             error!(%lease, peer_id, "ending the session in XDP: {e}");
         }
@@ -141,15 +187,18 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         warn!("{other} is not served: one UDP and one TCP port are");
     }
 
+    if config.dataplane.mode == DataplaneMode::AfXdp {
+        warn!("dataplane.mode = \"afxdp\" is not available yet; running socket mode");
+    }
     let pool = AddressPool::new(config.endpoint.client_cidr);
+    let workers = worker::worker_count(config.dataplane.workers);
     let tap = Tap::create(
         TAP_NAME,
-        1,
+        workers,
         pool.gateway_addr(),
         config.endpoint.client_cidr.prefix_len(),
     )
     .context("creating the TAP device")?;
-    tap.set_nonblocking(0)?;
     // A translated packet whose next hop has no neighbour entry yet goes to the kernel
     // with the gateway's own address as source: let the TAP accept that, so the kernel
     // forwards it (and resolves the neighbour for the XDP path of later packets).
@@ -158,7 +207,17 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
     }
     let udp_ports: Vec<u16> = udp.iter().map(|l| l.port).collect();
-    let mut xdp = attach(&config, &tap, &udp_ports)?;
+    let xdp = attach(&config, &tap, &udp_ports)?;
+    let tap = std::sync::Arc::new(tap);
+    let (report_tx, mut reports) = tokio::sync::mpsc::channel::<Report>(REPORT_QUEUE);
+    let workers = Workers::start(worker::Settings {
+        pin: config.dataplane.pin,
+        udp_port: udp.map(|l| l.port),
+        tap: tap.clone(),
+        tap_peer_mac: TAP_PEER_MAC,
+        reports: report_tx,
+    })
+    .context("starting the data-plane workers")?;
 
     let mut secret = [0u8; 32];
     SystemRandom::new()
@@ -171,11 +230,6 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         &secret,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
-    // Without a UDP entry the socket is bound to an ephemeral port and never used.
-    let udp_port = udp.map_or(0, |l| l.port);
-    let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], udp_port)))
-        .await
-        .with_context(|| format!("binding udp/{udp_port}"))?;
     let (stream_tx, mut streams) = tokio::sync::mpsc::channel::<StreamEvent>(1024);
     if let Some(tcp) = tcp {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], tcp.port)))
@@ -183,10 +237,11 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
             .with_context(|| format!("binding {tcp}"))?;
         tokio::spawn(accept_streams(listener, stream_tx));
     }
-    let mut tcp_writers: HashMap<SocketAddr, tokio::sync::mpsc::UnboundedSender<Vec<u8>>> =
-        HashMap::new();
-    let tap_fd = unsafe { AsyncFd::register(TapFd(tap.raw_fd(0))) }
-        .map_err(|e| anyhow::anyhow!("polling the TAP: {e}"))?;
+    let mut plane = Plane {
+        xdp,
+        workers,
+        tcp_writers: HashMap::new(),
+    };
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sweep = tokio::time::interval(NAT_SWEEP_EVERY);
     let listen: Vec<String> = udp
@@ -198,76 +253,76 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         endpoint = %config.endpoint.name,
         listen = %listen.join(" "),
         client_cidr = %config.endpoint.client_cidr,
+        workers = plane.workers.count(),
         "serving"
     );
     tokio::pin!(shutdown);
-    let mut buf = vec![0u8; 65536];
-    let mut frame = vec![0u8; 65536];
-    // Dropped datagrams and spoofed packets, logged with the sweep when they changed.
-    let mut logged_counts = (0u64, 0u64);
+    // Dropped datagrams, spoofed packets and the workers' counters, logged with the
+    // sweep when they changed.
+    let mut logged = (0u64, 0u64, worker::Totals::default());
     loop {
         let deadline = server
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            received = socket.recv_from(&mut buf), if udp.is_some() => match received {
-                Ok((n, from)) => server.handle_datagram(Instant::now(), from, &buf[..n], &mut xdp),
-                Err(e) => warn!("receiving on udp/{udp_port}: {e}"),
+            Some(report) = reports.recv() => {
+                let now = Instant::now();
+                match report {
+                    Report::Datagram { from, bytes } => server.handle_datagram(now, from, &bytes, &mut plane),
+                    Report::Floated { peer_id, to } => server.floated(now, peer_id, to, &mut plane),
+                    Report::Exited { peer_id } => server.peer_exited(now, peer_id, &mut plane),
+                    Report::KeyUsed { peer_id, key_id } => server.key_used(now, peer_id, key_id, &mut plane),
+                }
             },
             Some(event) = streams.recv() => match event {
                 StreamEvent::Opened(from, writer) => {
-                    tcp_writers.insert(from, writer);
+                    plane.tcp_writers.insert(from, writer);
                 }
                 StreamEvent::Packet(from, packet) => {
-                    server.handle_stream_packet(Instant::now(), from, &packet, &mut xdp);
+                    server.handle_stream_packet(Instant::now(), from, &packet, &mut plane);
                 }
                 StreamEvent::Closed(from) => {
-                    tcp_writers.remove(&from);
-                    server.stream_closed(from, &mut xdp);
+                    server.stream_closed(from, &mut plane);
+                    plane.tcp_writers.remove(&from);
                 }
             },
-            ready = tap_fd.readable() => {
-                let mut guard = ready?;
-                loop {
-                    match tap.read_frame(0, &mut frame) {
-                        Ok(n) if n > 14 && frame[12..14] == [0x08, 0x00] => {
-                            server.handle_tap_packet(Instant::now(), &frame[14..n], &mut xdp);
-                        }
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(e) => {
-                            warn!("reading the TAP: {e}");
-                            break;
-                        }
-                    }
-                }
-            },
-            _ = tokio::time::sleep_until(deadline) => server.handle_timeout(Instant::now(), &mut xdp),
+            _ = tokio::time::sleep_until(deadline) => server.handle_timeout(Instant::now(), &mut plane),
             _ = sweep.tick() => {
-                match xdp.policy.sweep_nat(monotonic_now_ns(), &NatTimeouts::default()) {
+                match plane.xdp.policy.sweep_nat(monotonic_now_ns(), &NatTimeouts::default()) {
                     Ok(s) if s.expired + s.orphans > 0 => info!(expired = s.expired, orphans = s.orphans, kept = s.kept, "NAT sweep"),
                     Ok(_) => {}
                     Err(e) => warn!("NAT sweep: {e}"),
                 }
-                let counts = (server.dropped, server.spoofed);
-                if counts != logged_counts {
-                    logged_counts = counts;
-                    info!(sessions = server.sessions(), dropped = counts.0, spoofed = counts.1, "counters");
+                let counts = (server.dropped, server.spoofed, plane.workers.totals());
+                if counts != logged {
+                    logged = counts;
+                    let w = counts.2;
+                    info!(
+                        sessions = server.sessions(),
+                        dropped = counts.0,
+                        spoofed = counts.1 + w.spoofed,
+                        rx_packets = w.rx_packets,
+                        tx_packets = w.tx_packets,
+                        rx_dropped = w.rx_dropped,
+                        no_session = w.no_session,
+                        truncated = w.truncated,
+                        report_overflow = w.report_overflow,
+                        send_errors = w.send_errors,
+                        "counters"
+                    );
                 }
             },
-            _ = hangup.recv() => reload(config_path, &config, &mut xdp),
+            _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp),
             _ = &mut shutdown => {
                 info!(sessions = server.sessions(), "shutting down");
-                server.close_all(Instant::now(), &mut xdp);
-                flush(&mut server, &socket, &tcp_writers, &tap).await;
+                server.close_all(Instant::now(), &mut plane);
+                flush(&mut server, &plane, &tap);
+                plane.workers.stop();
                 return Ok(());
             }
         }
-        flush(&mut server, &socket, &tcp_writers, &tap).await;
+        flush(&mut server, &plane, &tap);
     }
 }
 
@@ -308,15 +363,6 @@ pub fn session_config(material: tls::TlsMaterial) -> Result<(ServerConfig, Wrap)
     })
     .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
     Ok((config, wrap))
-}
-
-/// The TAP queue's descriptor, for the poller (the `Tap` owns it).
-struct TapFd(RawFd);
-
-impl AsRawFd for TapFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
 }
 
 /// What the TCP connection tasks tell the serving task.
@@ -404,19 +450,19 @@ async fn accept_streams(
     }
 }
 
-/// Sends what the sessions produced (over UDP, or the client's TCP connection) and
-/// writes tunnel packets into the TAP.
-async fn flush(
-    server: &mut Server,
-    socket: &tokio::net::UdpSocket,
-    tcp_writers: &HashMap<SocketAddr, tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
-    tap: &Tap,
-) {
+/// Sends what the sessions produced (over UDP from the listen port, or the client's TCP
+/// connection) and writes the tunnel packets the control plane opened itself (TCP
+/// sessions, data that raced a key hand-over) into the TAP.
+fn flush(server: &mut Server, plane: &Plane, tap: &Tap) {
     for d in std::mem::take(&mut server.outbox) {
-        if let Some(writer) = tcp_writers.get(&d.to) {
+        if let Some(writer) = plane.tcp_writers.get(&d.to) {
             let _ = writer.send(d.bytes);
-        } else if let Err(e) = socket.send_to(&d.bytes, d.to).await {
-            warn!(to = %d.to, "sending: {e}");
+        } else if let Some(socket) = plane.workers.control_socket() {
+            // Non-blocking: a full socket buffer drops the datagram; the reliability
+            // layer resends control packets.
+            if let Err(e) = socket.send_to(&d.bytes, d.to) {
+                warn!(to = %d.to, "sending: {e}");
+            }
         }
     }
     for packet in std::mem::take(&mut server.to_tap) {

@@ -13,9 +13,10 @@ use std::{
 use gateway_ebpf_common::SessionInfo;
 use gateway_proto::{
     cookie::{CookieConfig, CookieKey, ResetRateLimiter},
+    packet::KeyId,
     packet::{ControlPacket, ControlRepr, Opcode, PeerId, peek_peer_id},
     push::{AuthFailure, KeepaliveSettings, PushPolicy, Route, RouteGateway, TunnelMode},
-    session::{Event, ServerConfig, Session},
+    session::{DataChannel, Event, ServerConfig, Session},
     wrap::Wrap,
 };
 use tracing::{info, warn};
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 use crate::{
     config::Config,
     control::pool::AddressPool,
+    dataplane::worker::Activity,
     policy::{GroupId, group_set},
 };
 
@@ -32,6 +34,19 @@ pub trait DataPath {
     fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]);
     /// A session ended: drop its lease, peer-id and NAT state.
     fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32);
+    /// The data plane carries the session's data packets from now on, with these keys to
+    /// this address (called again after every rekey or float); `None`: it stops.
+    fn carry(&mut self, peer_id: u32, carried: Option<CarryRequest>);
+}
+
+/// What the data plane needs to carry a session.
+pub struct CarryRequest {
+    pub lease: Ipv4Addr,
+    pub addr: SocketAddr,
+    /// Over UDP; else over the TCP connection from `addr`.
+    pub udp: bool,
+    pub data: DataChannel,
+    pub activity: Arc<Activity>,
 }
 
 /// One client.
@@ -47,6 +62,10 @@ struct Client {
     udp: bool,
     /// The groups authorization rules test, settled at authentication.
     groups: Vec<GroupId>,
+    /// The data channel the data plane carries, and to which address.
+    carried: Option<(DataChannel, SocketAddr)>,
+    /// Data-plane traffic stamps, for the keepalive timers.
+    activity: Arc<Activity>,
 }
 
 /// Something to send.
@@ -309,6 +328,8 @@ impl Server {
                 spoof_logged: false,
                 udp,
                 groups: Vec::new(),
+                carried: None,
+                activity: Arc::new(Activity::new(now)),
             },
         );
         self.by_addr.insert(from, peer_id);
@@ -326,21 +347,6 @@ impl Server {
         None
     }
 
-    /// An IPv4 packet read from the TAP: seal it for the session whose lease it is for.
-    pub fn handle_tap_packet(&mut self, now: Instant, packet: &[u8], dp: &mut dyn DataPath) {
-        let Some(dst) = packet.get(16..20) else {
-            return;
-        };
-        let dst = Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]);
-        let Some(&peer_id) = self.by_lease.get(&dst) else {
-            return;
-        };
-        if let Some(client) = self.clients.get_mut(&peer_id) {
-            let _ = client.session.send_data(now, packet);
-        }
-        self.drive(peer_id, now, dp);
-    }
-
     /// The earliest time any session needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.clients
@@ -351,6 +357,10 @@ impl Server {
 
     /// Runs the timers that are due, and ends sessions past the session timeout.
     pub fn handle_timeout(&mut self, now: Instant, dp: &mut dyn DataPath) {
+        for c in self.clients.values_mut() {
+            c.session
+                .note_data_activity(c.activity.last_received(), c.activity.last_sent());
+        }
         let due: Vec<u32> = self
             .clients
             .iter()
@@ -406,6 +416,7 @@ impl Server {
                 });
             }
             let Some(event) = client.session.poll_event() else {
+                self.sync_data_plane(peer_id, dp);
                 return;
             };
             match event {
@@ -451,6 +462,77 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Hands the session's data channel to the data plane when it changed (established,
+    /// rekeyed, a key retired, floated) and takes it back when the session stops being
+    /// open.
+    fn sync_data_plane(&mut self, peer_id: u32, dp: &mut dyn DataPath) {
+        let Some(client) = self.clients.get_mut(&peer_id) else {
+            return;
+        };
+        let current = client
+            .session
+            .data_channel()
+            .filter(|_| client.established_at.is_some());
+        match (current, client.lease) {
+            (Some(data), Some(lease)) => {
+                let unchanged = client
+                    .carried
+                    .as_ref()
+                    .is_some_and(|(old, addr)| *addr == client.addr && old.same_keys(&data));
+                if !unchanged {
+                    client.carried = Some((data.clone(), client.addr));
+                    dp.carry(
+                        peer_id,
+                        Some(CarryRequest {
+                            lease,
+                            addr: client.addr,
+                            udp: client.udp,
+                            data,
+                            activity: client.activity.clone(),
+                        }),
+                    );
+                }
+            }
+            _ => {
+                if client.carried.take().is_some() {
+                    dp.carry(peer_id, None);
+                }
+            }
+        }
+    }
+
+    /// The data plane saw the session's authenticated data arrive from `to`: the session
+    /// moves there (as [`Server::handle_datagram`] does for data it handles itself).
+    pub fn floated(&mut self, now: Instant, peer_id: u32, to: SocketAddr, dp: &mut dyn DataPath) {
+        let Some(client) = self.clients.get_mut(&peer_id) else {
+            return;
+        };
+        if !client.udp || client.addr == to {
+            return;
+        }
+        info!(peer_id, cn = %client.common_name, old = %client.addr, new = %to, "client floated");
+        self.by_addr.remove(&client.addr);
+        client.addr = to;
+        self.by_addr.insert(to, peer_id);
+        self.drive(peer_id, now, dp);
+    }
+
+    /// The data plane received the client's OCC_EXIT.
+    pub fn peer_exited(&mut self, now: Instant, peer_id: u32, dp: &mut dyn DataPath) {
+        if let Some(client) = self.clients.get_mut(&peer_id) {
+            client.session.peer_exited();
+        }
+        self.drive(peer_id, now, dp);
+    }
+
+    /// The data plane opened a packet with a key_id other than the sending key.
+    pub fn key_used(&mut self, now: Instant, peer_id: u32, key_id: KeyId, dp: &mut dyn DataPath) {
+        if let Some(client) = self.clients.get_mut(&peer_id) {
+            client.session.note_key_used(key_id, now);
+        }
+        self.drive(peer_id, now, dp);
     }
 
     /// The groups of a client: `[groups]` by common name, and the certificate's OUs
@@ -547,6 +629,9 @@ impl Server {
         let Some(client) = self.clients.remove(&peer_id) else {
             return;
         };
+        if client.carried.is_some() {
+            dp.carry(peer_id, None);
+        }
         self.by_addr.remove(&client.addr);
         if let Some(lease) = client.lease {
             self.by_lease.remove(&lease);

@@ -1,201 +1,11 @@
-//! `Server` driven in memory by our client-role session: no sockets, no XDP (a recording
-//! `DataPath`), simulated addresses; time is the real clock but nothing waits on it.
+//! `Server` driven in memory by our client-role session (see `serve::testing`).
 
-use std::{
-    net::{Ipv4Addr, SocketAddr},
-    sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{net::Ipv4Addr, time::Instant};
 
-use gateway_proto::{
-    data::Cipher,
-    keys::Role,
-    session::{
-        ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, Event, Session,
-        TlsVersions,
-    },
-    wrap::{TlsCrypt, Wrap},
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use gateway_proto::session::Event;
 
-use super::{DataPath, Server};
-use crate::{config::Config, control::tls, pki::Pki, policy::GroupId};
-
-/// What the server asked of the XDP side.
-#[derive(Default)]
-struct Recorder {
-    up: Vec<(Ipv4Addr, u32, Vec<GroupId>)>,
-    down: Vec<(Ipv4Addr, u32)>,
-}
-
-impl DataPath for Recorder {
-    fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
-        self.up.push((lease, peer_id, groups.to_vec()));
-    }
-    fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32) {
-        self.down.push((lease, peer_id));
-    }
-}
-
-struct Harness {
-    server: Server,
-    pki: Pki,
-    wrap_key: gateway_proto::static_key::StaticKey,
-    dir: std::path::PathBuf,
-    xdp: Recorder,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn unix() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32
-}
-
-impl Harness {
-    /// A server for `client_cidr`, with alice and bob in group "eng".
-    fn new(tag: &str, client_cidr: &str) -> Self {
-        Self::build(tag, client_cidr, false)
-    }
-
-    /// With `ou`, groups also come from certificate OUs, and dave (in no `[groups]`
-    /// entry) carries OU=eng.
-    fn build(tag: &str, client_cidr: &str, ou: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!("gw-serve-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let pki = Pki::init(&dir, "Serve CA", "server").unwrap();
-        for name in ["alice", "bob", "carol"] {
-            pki.issue_client(name, None).unwrap();
-        }
-        pki.issue_client("dave", Some("eng")).unwrap();
-        let text = format!(
-            r#"
-[endpoint]
-name = "t"
-client_cidr = "{client_cidr}"
-split_tunnel = true
-[tls]
-server_cert = "{}"
-server_key = "{}"
-client_ca = "{}"
-crl = "{}"
-tls_crypt_key = "{}"
-groups_from_certificate_ou = {ou}
-[[target]]
-interface = "eth1"
-[[route]]
-destination = "10.10.0.0/24"
-target = "eth1"
-[[authorize]]
-destination = "10.10.0.0/24"
-groups = ["eng"]
-[groups]
-eng = ["alice", "bob"]
-"#,
-            pki.server_cert().display(),
-            pki.server_key().display(),
-            pki.ca_cert().display(),
-            pki.crl().display(),
-            pki.tls_crypt_key().display(),
-        );
-        let config = Config::parse(&text, "t").unwrap();
-        let material = tls::load(&config.tls).unwrap();
-        let wrap_key = material.tls_crypt_key.clone().unwrap();
-        let (session_config, wrap) = super::session_config(material).unwrap();
-        let server = Server::new(config, Arc::new(session_config), wrap, &[7u8; 32]).unwrap();
-        Self {
-            server,
-            pki,
-            wrap_key,
-            dir,
-            xdp: Recorder::default(),
-        }
-    }
-
-    fn client(&self, name: &str) -> Session {
-        let config = ClientConfig::new(ClientSettings {
-            ca: CertificateDer::pem_file_iter(self.pki.ca_cert())
-                .unwrap()
-                .map(Result::unwrap)
-                .collect(),
-            cert_chain: CertificateDer::pem_file_iter(self.pki.client_cert(name))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect(),
-            key: PrivateKeyDer::from_pem_file(self.pki.client_key(name)).unwrap(),
-            tls_versions: TlsVersions::default(),
-            ciphers: vec![Cipher::Aes256Gcm],
-            username: String::new(),
-            password: String::new(),
-            peer_info_extra: Vec::new(),
-            proto_flags: DEFAULT_CLIENT_PROTO_FLAGS,
-            common: Common::new(Wrap::TlsCrypt(TlsCrypt::new(&self.wrap_key, Role::Client)))
-                .unwrap(),
-        })
-        .unwrap();
-        Session::client(Arc::new(config), Instant::now(), unix()).unwrap()
-    }
-
-    /// Exchanges packets between `client` (at `addr`) and the server until neither has
-    /// anything to send; returns the client's events.
-    fn pump(&mut self, client: &mut Session, addr: SocketAddr) -> Vec<Event> {
-        let mut events = Vec::new();
-        for _ in 0..200 {
-            let now = Instant::now();
-            let mut moved = false;
-            while let Some(t) = client.poll_transmit(now) {
-                self.server
-                    .handle_datagram(now, addr, &t.contents, &mut self.xdp);
-                moved = true;
-            }
-            for d in std::mem::take(&mut self.server.outbox) {
-                if d.to == addr {
-                    let _ = client.handle_datagram(now, &d.bytes);
-                    moved = true;
-                }
-            }
-            while let Some(e) = client.poll_event() {
-                events.push(e);
-                moved = true;
-            }
-            if !moved {
-                break;
-            }
-        }
-        events
-    }
-}
-
-fn addr(last: u8) -> SocketAddr {
-    SocketAddr::from(([198, 51, 100, last], 40000 + u16::from(last)))
-}
-
-fn established(events: &[Event]) -> Option<Ipv4Addr> {
-    events.iter().find_map(|e| match e {
-        Event::Established(e) => e.push.as_ref()?.ifconfig.map(|i| i.address),
-        _ => None,
-    })
-}
-
-/// An IPv4/UDP packet (no Ethernet header) from `src` to `dst`.
-fn ip_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&[0x9c, 0x40, 0x00, 0x35]);
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    let total = p.len() as u16;
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p
-}
+use super::testing::{Harness, addr, established, ip_udp};
+use crate::policy::GroupId;
 
 #[test]
 fn a_client_is_leased_admitted_in_xdp_and_carries_data_both_ways() {
@@ -214,28 +24,73 @@ fn a_client_is_leased_admitted_in_xdp_and_carries_data_both_ways() {
     h.pump(&mut alice, addr(2));
     assert_eq!(std::mem::take(&mut h.server.to_tap), [out]);
 
-    // TAP → client, found by the lease.
+    // TAP → client: the data plane seals with the keys it was handed, for the lease.
     let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"world");
-    h.server
-        .handle_tap_packet(Instant::now(), &back, &mut h.xdp);
-    let events = h.pump(&mut alice, addr(2));
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Packet(p) if *p == back)),
-        "{events:?}"
-    );
+    let (to, datagram) = h.xdp.worker_seal(&back).expect("alice is carried");
+    assert_eq!(to, addr(2));
+    alice.handle_datagram(Instant::now(), &datagram).unwrap();
+    assert_eq!(alice.poll_event(), Some(Event::Packet(back)));
     // A TAP packet for nobody's lease goes nowhere.
-    h.server.handle_tap_packet(
-        Instant::now(),
-        &ip_udp(
-            Ipv4Addr::new(10, 10, 0, 10),
-            Ipv4Addr::new(10, 200, 0, 77),
-            b"x",
-        ),
-        &mut h.xdp,
+    let nobody = ip_udp(
+        Ipv4Addr::new(10, 10, 0, 10),
+        Ipv4Addr::new(10, 200, 0, 77),
+        b"x",
     );
-    assert!(h.server.outbox.is_empty());
+    assert!(h.xdp.worker_seal(&nobody).is_none());
+}
+
+#[test]
+fn the_data_plane_is_handed_the_session_keys_and_shares_packet_ids_and_replay_windows() {
+    let mut h = Harness::new("carry", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    let peer_id = h.xdp.up[0].1;
+    assert_eq!(h.xdp.carried.len(), 1, "handed over once");
+    let first = h.xdp.carried(peer_id).expect("carried").data.clone();
+    let carried = h.xdp.carried(peer_id).unwrap();
+    assert_eq!(
+        (carried.lease, carried.addr, carried.udp),
+        (lease, addr(2), true)
+    );
+    assert_eq!(first.peer_id.map(|p| p.get()), Some(peer_id));
+
+    // A packet alice sends is opened by the data plane once: the control plane's own
+    // session refuses the same packet afterwards (one replay window).
+    let out = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"once");
+    alice.send_data(Instant::now(), &out).unwrap();
+    let wire = alice.poll_transmit(Instant::now()).unwrap().contents;
+    let key = first.key(first.send_key).unwrap();
+    let mut buf = wire.clone();
+    let opened = key
+        .opening
+        .open_shared(&mut buf, &key.replay, Instant::now())
+        .expect("the data plane opens alice's packet");
+    assert_eq!(&buf[opened.plaintext], &out[..]);
+    let dropped = h.server.dropped;
+    h.server
+        .handle_datagram(Instant::now(), addr(2), &wire, &mut h.xdp);
+    assert!(h.server.to_tap.is_empty(), "a replayed packet went through");
+    assert_eq!(h.server.dropped, dropped + 1);
+
+    // The server's own sends (a keepalive ping) and the data plane's draw packet-ids from
+    // one counter: alice accepts both, in either order.
+    let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"both");
+    let (_, from_worker) = h.xdp.worker_seal(&back).unwrap();
+    let later = Instant::now() + std::time::Duration::from_secs(11);
+    h.server.handle_timeout(later, &mut h.xdp);
+    let ping = h.server.outbox.pop().expect("a keepalive ping").bytes;
+    alice.handle_datagram(later, &ping).unwrap();
+    alice.handle_datagram(later, &from_worker).unwrap();
+
+    // A rekey hands over the new keys; the session ending takes them back.
+    alice.renegotiate(Instant::now());
+    h.pump(&mut alice, addr(2));
+    let rekeyed = h.xdp.carried(peer_id).expect("still carried").data.clone();
+    assert_ne!(rekeyed.send_key, first.send_key, "the new key sends");
+    assert!(!rekeyed.same_keys(&first));
+    alice.close(Instant::now());
+    h.pump(&mut alice, addr(2));
+    assert!(matches!(h.xdp.carried.last(), Some((id, None)) if *id == peer_id));
 }
 
 #[test]
@@ -314,14 +169,8 @@ fn a_session_floats_only_on_an_authenticated_data_packet() {
     h.server
         .handle_datagram(Instant::now(), addr(9), &forged, &mut h.xdp);
     let probe = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"where are you");
-    h.server
-        .handle_tap_packet(Instant::now(), &probe, &mut h.xdp);
-    assert!(!h.server.outbox.is_empty());
-    assert!(
-        h.server.outbox.iter().all(|d| d.to == addr(2)),
-        "a forged packet moved alice"
-    );
-    h.pump(&mut alice, addr(2));
+    let (to, _) = h.xdp.worker_seal(&probe).unwrap();
+    assert_eq!(to, addr(2), "a forged packet moved alice");
     let ping = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"still here");
     alice.send_data(Instant::now(), &ping).unwrap();
     h.pump(&mut alice, addr(2));
@@ -337,19 +186,41 @@ fn a_session_floats_only_on_an_authenticated_data_packet() {
     h.pump(&mut alice, addr(9));
     assert_eq!(std::mem::take(&mut h.server.to_tap), [moved]);
     let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"reply");
+    let (to, datagram) = h.xdp.worker_seal(&back).unwrap();
+    assert_eq!(to, addr(9), "replies go to the new address");
+    alice.handle_datagram(Instant::now(), &datagram).unwrap();
+    assert_eq!(alice.poll_event(), Some(Event::Packet(back.clone())));
+
+    // A float the data plane saw is applied the same way.
+    let peer_id = h.xdp.up[0].1;
     h.server
-        .handle_tap_packet(Instant::now(), &back, &mut h.xdp);
-    assert!(
-        h.server.outbox.iter().all(|d| d.to == addr(9)),
-        "replies go to the new address"
-    );
-    assert!(!h.server.outbox.is_empty());
-    let events = h.pump(&mut alice, addr(9));
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Packet(p) if *p == back))
-    );
+        .floated(Instant::now(), peer_id, addr(11), &mut h.xdp);
+    assert_eq!(h.xdp.carried(peer_id).unwrap().addr, addr(11));
+    let (to, _) = h.xdp.worker_seal(&back).unwrap();
+    assert_eq!(to, addr(11));
+}
+
+#[test]
+fn data_plane_reports_keep_a_busy_session_alive_and_end_it_on_exit() {
+    let mut h = Harness::new("reports", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    let peer_id = h.xdp.up[0].1;
+    // Only the data plane hears from alice: its stamps keep her past ping-restart.
+    let start = Instant::now();
+    for step in 1..=30u64 {
+        let now = start + std::time::Duration::from_secs(5 * step);
+        h.xdp.carried(peer_id).unwrap().activity.received(now);
+        h.server.handle_timeout(now, &mut h.xdp);
+        h.server.outbox.clear();
+    }
+    assert_eq!(h.server.sessions(), 1, "a busy session timed out");
+    // Her OCC_EXIT, seen by the data plane, ends the session and returns the lease.
+    h.server.peer_exited(Instant::now(), peer_id, &mut h.xdp);
+    assert_eq!(h.server.sessions(), 0);
+    assert_eq!(h.xdp.down, [(lease, peer_id)]);
+    assert!(matches!(h.xdp.carried.last(), Some((id, None)) if *id == peer_id));
+    assert_eq!(h.server.pool().leased(), 0);
 }
 
 #[test]

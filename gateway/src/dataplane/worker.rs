@@ -1,0 +1,679 @@
+//! Socket-mode data-plane workers (architecture §3, §4): N threads, each pinned to a
+//! core, each with its own `SO_REUSEPORT` UDP socket on the listen port and its own queue
+//! of the multi-queue TAP device. A worker opens the data packets of established UDP
+//! sessions (`recvmmsg` batches), writes the tunnelled packets into its TAP queue (where
+//! `inner` runs), reads what `target` sends back from its queue, seals it with the
+//! session's key and sends it (`sendmmsg` batches, or the TCP connection's writer).
+//!
+//! Sessions come from the control plane as [`Command`]s over crossbeam channels and are
+//! immutable: a rekey or a float replaces the whole [`Carried`] entry. The keys inside are
+//! the control-plane session's own ([`DataChannel`]), so there is one packet-id counter
+//! and one replay window per key whoever sends or receives. What a worker cannot or must
+//! not decide goes back as a [`Report`]: control packets and data it has no key for (the
+//! control plane handles those with the session itself), floats, OCC_EXIT, the first use
+//! of a new key. A worker never waits on the control plane: a full report channel drops
+//! the report and counts it.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{Ipv4Addr, SocketAddr},
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use gateway_proto::{
+    data::{DATA_V2_OVERHEAD, OCC_EXIT, Plaintext},
+    packet::{DataHeader, KeyId, Opcode, peek_header, peek_peer_id},
+    session::DataChannel,
+};
+use mio::{Events, Interest, Poll, Token, Waker, unix::SourceFd};
+use tracing::{info, warn};
+
+use super::{batch::Batch, tap::Tap};
+
+/// Datagrams or frames handled per batch.
+pub const BATCH: usize = 32;
+/// Ethernet header in front of packets written to the TAP.
+const ETH_LEN: usize = 14;
+/// Where a frame read from the TAP is put in a slot: its IPv4 packet then starts at
+/// [`DATA_V2_OVERHEAD`], right where sealing wants the plaintext.
+const TAP_READ_AT: usize = DATA_V2_OVERHEAD - ETH_LEN;
+/// Socket buffer size asked for (the kernel caps it at `net.core.[rw]mem_max`).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+const UDP: Token = Token(0);
+const TAP: Token = Token(1);
+const WAKE: Token = Token(2);
+
+/// When a session last received and sent data packets, stamped by the workers and read
+/// by the control plane for its keepalive timers.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: Instant,
+    /// Milliseconds after `epoch`, plus one (0: never).
+    rx: AtomicU64,
+    tx: AtomicU64,
+}
+
+impl Activity {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            epoch: now,
+            rx: AtomicU64::new(0),
+            tx: AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    fn read(&self, at: &AtomicU64) -> Option<Instant> {
+        match at.load(Ordering::Relaxed) {
+            0 => None,
+            ms => self.epoch.checked_add(Duration::from_millis(ms - 1)),
+        }
+    }
+
+    pub fn received(&self, now: Instant) {
+        self.rx.fetch_max(self.stamp(now), Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, now: Instant) {
+        self.tx.fetch_max(self.stamp(now), Ordering::Relaxed);
+    }
+
+    pub fn last_received(&self) -> Option<Instant> {
+        self.read(&self.rx)
+    }
+
+    pub fn last_sent(&self) -> Option<Instant> {
+        self.read(&self.tx)
+    }
+}
+
+/// Where a session's packets go.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// A UDP client at this address (sent from the worker's socket).
+    Udp(SocketAddr),
+    /// A TCP client: sealed packets go to its connection's writer task, which frames them.
+    Stream(tokio::sync::mpsc::UnboundedSender<Vec<u8>>),
+}
+
+/// A session as the workers carry it.
+#[derive(Debug, Clone)]
+pub struct Carried {
+    pub peer_id: u32,
+    pub lease: Ipv4Addr,
+    pub peer: Peer,
+    pub data: DataChannel,
+    pub activity: Arc<Activity>,
+}
+
+/// Control plane → workers.
+pub enum Command {
+    /// Carry this session (new, or replacing the entry with the same peer-id).
+    Carry(Arc<Carried>),
+    /// Stop carrying the session with this peer-id.
+    Forget(u32),
+    Stop,
+}
+
+/// Workers → control plane.
+#[derive(Debug)]
+pub enum Report {
+    /// A datagram that is not a data packet the worker could open (control packets,
+    /// P_DATA_V1, unknown peer-ids or key_ids): the control plane handles it.
+    Datagram { from: SocketAddr, bytes: Vec<u8> },
+    /// A session's authenticated data came from a new address; the worker already
+    /// sends there.
+    Floated { peer_id: u32, to: SocketAddr },
+    /// The client sent OCC_EXIT.
+    Exited { peer_id: u32 },
+    /// A packet opened with a key_id other than the sending key (a rekey's new key).
+    KeyUsed { peer_id: u32, key_id: KeyId },
+}
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Data packets opened.
+    pub rx_packets: AtomicU64,
+    /// Their plaintext bytes.
+    pub rx_bytes: AtomicU64,
+    /// Data packets sealed and sent.
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Data packets that failed authentication or the replay window.
+    pub rx_dropped: AtomicU64,
+    /// Tunnelled packets whose source was not the session's lease.
+    pub spoofed: AtomicU64,
+    /// Frames read from the TAP for no carried session.
+    pub no_session: AtomicU64,
+    /// Datagrams too big for a slot.
+    pub truncated: AtomicU64,
+    /// Reports dropped because the control plane was behind.
+    pub report_overflow: AtomicU64,
+    /// Datagrams the kernel refused or could not take, and failed TAP writes.
+    pub send_errors: AtomicU64,
+}
+
+/// Sums of the workers' counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_dropped: u64,
+    pub spoofed: u64,
+    pub no_session: u64,
+    pub truncated: u64,
+    pub report_overflow: u64,
+    pub send_errors: u64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// How the workers are set up.
+pub struct Settings {
+    /// Pin worker i to the i-th allowed CPU.
+    pub pin: bool,
+    /// The UDP listen port (none: TCP only, workers serve just the TAP).
+    pub udp_port: Option<u16>,
+    /// The TAP device: one worker per queue.
+    pub tap: Arc<Tap>,
+    /// Source MAC of frames written into the TAP.
+    pub tap_peer_mac: [u8; 6],
+    pub reports: tokio::sync::mpsc::Sender<Report>,
+}
+
+struct Handle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running workers.
+pub struct Workers {
+    handles: Vec<Handle>,
+    stats: Vec<Arc<Stats>>,
+    /// A descriptor of worker 0's socket, for the control plane's own sends.
+    control_socket: Option<std::net::UdpSocket>,
+}
+
+/// The number of workers `count` asks for (0 = one per allowed CPU).
+pub fn worker_count(count: usize) -> usize {
+    if count > 0 {
+        return count;
+    }
+    allowed_cpus().len().max(1)
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+/// A non-blocking UDP socket on `port` that shares the port with the other workers'.
+fn reuseport_socket(port: u16) -> io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    // Best effort: a small buffer only costs drops under load.
+    let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
+    let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
+    bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, port))?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+impl Workers {
+    /// Starts the workers. The TAP must have one queue per worker.
+    pub fn start(settings: Settings) -> io::Result<Self> {
+        let count = settings.tap.queues();
+        let cpus = allowed_cpus();
+        let mut handles = Vec::with_capacity(count);
+        let mut stats = Vec::with_capacity(count);
+        let mut control_socket = None;
+        for index in 0..count {
+            let udp = match settings.udp_port {
+                Some(port) => {
+                    let socket = reuseport_socket(port).map_err(|e| {
+                        io::Error::new(e.kind(), format!("binding udp/{port}: {e}"))
+                    })?;
+                    if index == 0 {
+                        control_socket = Some(socket.try_clone()?);
+                    }
+                    Some(mio::net::UdpSocket::from_std(socket))
+                }
+                None => None,
+            };
+            settings.tap.set_nonblocking(index)?;
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+            let (commands, inbox) = crossbeam_channel::unbounded();
+            let counters = Arc::new(Stats::default());
+            let cpu = settings
+                .pin
+                .then(|| cpus.get(index % cpus.len().max(1)).copied())
+                .flatten();
+            let worker = Worker {
+                index,
+                udp,
+                tap: settings.tap.clone(),
+                tap_peer_mac: settings.tap_peer_mac,
+                sessions: HashMap::new(),
+                by_lease: HashMap::new(),
+                reported_keys: HashMap::new(),
+                inbox,
+                reports: settings.reports.clone(),
+                stats: counters.clone(),
+                rx: Batch::new(BATCH),
+                tx: Batch::new(BATCH),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("gw-worker-{index}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_to(cpu, index);
+                    }
+                    worker.run(poll);
+                })?;
+            handles.push(Handle {
+                commands,
+                waker,
+                thread: Some(thread),
+            });
+            stats.push(counters);
+        }
+        info!(
+            workers = count,
+            pinned = settings.pin,
+            "data-plane workers started"
+        );
+        Ok(Self {
+            handles,
+            stats,
+            control_socket,
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The socket the control plane sends its datagrams from (the listen port).
+    pub fn control_socket(&self) -> Option<&std::net::UdpSocket> {
+        self.control_socket.as_ref()
+    }
+
+    fn broadcast(&self, make: impl Fn() -> Command) {
+        for handle in &self.handles {
+            if handle.commands.send(make()).is_ok() {
+                let _ = handle.waker.wake();
+            }
+        }
+    }
+
+    /// Every worker carries `session` from now on (replacing its previous entry).
+    pub fn carry(&self, session: Carried) {
+        let session = Arc::new(session);
+        self.broadcast(|| Command::Carry(session.clone()));
+    }
+
+    /// No worker carries the session with `peer_id` any longer.
+    pub fn forget(&self, peer_id: u32) {
+        self.broadcast(|| Command::Forget(peer_id));
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for s in &self.stats {
+            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            t.rx_packets += get(&s.rx_packets);
+            t.rx_bytes += get(&s.rx_bytes);
+            t.tx_packets += get(&s.tx_packets);
+            t.tx_bytes += get(&s.tx_bytes);
+            t.rx_dropped += get(&s.rx_dropped);
+            t.spoofed += get(&s.spoofed);
+            t.no_session += get(&s.no_session);
+            t.truncated += get(&s.truncated);
+            t.report_overflow += get(&s.report_overflow);
+            t.send_errors += get(&s.send_errors);
+        }
+        t
+    }
+
+    /// Stops every worker and waits for it.
+    pub fn stop(&mut self) {
+        self.broadcast(|| Command::Stop);
+        for handle in &mut self.handles {
+            if let Some(thread) = handle.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn pin_to(cpu: usize, index: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    let pinned = set.set(cpu).is_ok()
+        && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok();
+    if !pinned {
+        warn!(
+            worker = index,
+            cpu, "could not pin the worker; it runs unpinned"
+        );
+    }
+}
+
+struct Worker {
+    index: usize,
+    udp: Option<mio::net::UdpSocket>,
+    tap: Arc<Tap>,
+    tap_peer_mac: [u8; 6],
+    sessions: HashMap<u32, Arc<Carried>>,
+    by_lease: HashMap<Ipv4Addr, u32>,
+    /// The non-sending key_id each session was last reported using.
+    reported_keys: HashMap<u32, KeyId>,
+    inbox: Receiver<Command>,
+    reports: tokio::sync::mpsc::Sender<Report>,
+    stats: Arc<Stats>,
+    rx: Batch,
+    tx: Batch,
+}
+
+/// What a worker does with an opened packet, decided before the buffer is rewritten.
+enum Opened {
+    Packet { start: usize, len: usize },
+    Ping,
+    Exit,
+    OtherOcc,
+    Spoofed,
+}
+
+impl Worker {
+    fn run(mut self, mut poll: Poll) {
+        let tap_fd = self.tap.raw_fd(self.index);
+        let registered = poll
+            .registry()
+            .register(&mut SourceFd(&tap_fd), TAP, Interest::READABLE)
+            .and_then(|()| match self.udp.as_mut() {
+                Some(udp) => poll.registry().register(udp, UDP, Interest::READABLE),
+                None => Ok(()),
+            });
+        if let Err(e) = registered {
+            warn!(worker = self.index, "registering with the poller: {e}");
+            return;
+        }
+        let mut events = Events::with_capacity(8);
+        loop {
+            if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1)))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                warn!(worker = self.index, "polling: {e}");
+                return;
+            }
+            // Edge-triggered: drain both sources until neither has more, a batch of each
+            // in turn, and keep up with commands in between.
+            loop {
+                if !self.apply_commands() {
+                    return;
+                }
+                let more_udp = self.udp_batch();
+                let more_tap = self.tap_batch();
+                if !more_udp && !more_tap {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Applies pending commands; false on `Stop` (or when the control plane is gone).
+    fn apply_commands(&mut self) -> bool {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(Command::Carry(session)) => {
+                    if let Some(old) = self.sessions.get(&session.peer_id)
+                        && old.lease != session.lease
+                    {
+                        self.by_lease.remove(&old.lease);
+                    }
+                    self.by_lease.insert(session.lease, session.peer_id);
+                    self.sessions.insert(session.peer_id, session);
+                }
+                Ok(Command::Forget(peer_id)) => {
+                    if let Some(old) = self.sessions.remove(&peer_id) {
+                        self.by_lease.remove(&old.lease);
+                    }
+                    self.reported_keys.remove(&peer_id);
+                }
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn report(&self, report: Report) {
+        if self.reports.try_send(report).is_err() {
+            add(&self.stats.report_overflow, 1);
+        }
+    }
+
+    /// Receives and handles one batch of datagrams; true if there may be more.
+    fn udp_batch(&mut self) -> bool {
+        let Some(fd) = self.udp.as_ref().map(AsRawFd::as_raw_fd) else {
+            return false;
+        };
+        let n = match self.rx.recv(fd, 0) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(e) => {
+                warn!(worker = self.index, "receiving: {e}");
+                return false;
+            }
+        };
+        let now = Instant::now();
+        for i in 0..n {
+            self.datagram(i, now);
+        }
+        n == self.rx.capacity()
+    }
+
+    fn datagram(&mut self, i: usize, now: Instant) {
+        let Some((from, slot, start, len)) = self.rx.datagram_mut(i) else {
+            add(&self.stats.truncated, 1);
+            return;
+        };
+        let packet = &mut slot[start..start + len];
+        let header = peek_header(packet).ok();
+        let session = match header {
+            Some((Opcode::DataV2, _)) => {
+                peek_peer_id(packet).and_then(|peer_id| self.sessions.get(&peer_id))
+            }
+            _ => None,
+        };
+        let key = session.zip(header).and_then(|(s, (_, k))| s.data.key(k));
+        let (Some(session), Some(key)) = (session, key) else {
+            let bytes = packet.to_vec();
+            self.report(Report::Datagram { from, bytes });
+            return;
+        };
+        let Ok(opened) = key.opening.open_shared(packet, &key.replay, now) else {
+            add(&self.stats.rx_dropped, 1);
+            return;
+        };
+        let session = session.clone();
+        let key_id = key.key_id;
+        session.activity.received(now);
+        let plaintext = &packet[opened.plaintext.clone()];
+        let verdict = match Plaintext::classify(plaintext) {
+            Ok(Plaintext::Ping) => Opened::Ping,
+            Ok(Plaintext::Occ { message_type, .. }) if message_type == OCC_EXIT => Opened::Exit,
+            Ok(Plaintext::Occ { .. }) | Err(_) => Opened::OtherOcc,
+            Ok(Plaintext::Packet(p)) => {
+                let own = p.first().is_some_and(|b| b >> 4 == 4)
+                    && p.get(12..16) == Some(&session.lease.octets()[..]);
+                if own {
+                    Opened::Packet {
+                        start: start + opened.plaintext.start,
+                        len: p.len(),
+                    }
+                } else {
+                    Opened::Spoofed
+                }
+            }
+        };
+        match &session.peer {
+            Peer::Udp(addr) if *addr != from => {
+                let mut moved = (*session).clone();
+                moved.peer = Peer::Udp(from);
+                self.sessions.insert(session.peer_id, Arc::new(moved));
+                self.report(Report::Floated {
+                    peer_id: session.peer_id,
+                    to: from,
+                });
+            }
+            _ => {}
+        }
+        if key_id != session.data.send_key
+            && self.reported_keys.get(&session.peer_id) != Some(&key_id)
+        {
+            self.reported_keys.insert(session.peer_id, key_id);
+            self.report(Report::KeyUsed {
+                peer_id: session.peer_id,
+                key_id,
+            });
+        }
+        match verdict {
+            Opened::Packet { start, len } => {
+                add(&self.stats.rx_packets, 1);
+                add(&self.stats.rx_bytes, len as u64);
+                let Some((_, slot, _, _)) = self.rx.datagram_mut(i) else {
+                    return;
+                };
+                let frame = &mut slot[start - ETH_LEN..start + len];
+                frame[..6].copy_from_slice(&self.tap.mac());
+                frame[6..12].copy_from_slice(&self.tap_peer_mac);
+                frame[12..14].copy_from_slice(&[0x08, 0x00]);
+                if self.tap.write_frame(self.index, frame).is_err() {
+                    add(&self.stats.send_errors, 1);
+                }
+            }
+            Opened::Exit => self.report(Report::Exited {
+                peer_id: session.peer_id,
+            }),
+            Opened::Spoofed => add(&self.stats.spoofed, 1),
+            Opened::Ping | Opened::OtherOcc => {}
+        }
+    }
+
+    /// Reads, seals and sends one batch of frames from the TAP queue; true if there may
+    /// be more.
+    fn tap_batch(&mut self) -> bool {
+        let now = Instant::now();
+        let mut read = 0;
+        let mut more = true;
+        while read < BATCH && !self.tx.is_full() {
+            let Some(slot) = self.tx.next_free() else {
+                break;
+            };
+            let n = match self.tap.read_frame(self.index, &mut slot[TAP_READ_AT..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(worker = self.index, "reading the TAP: {e}");
+                    more = false;
+                    break;
+                }
+            };
+            read += 1;
+            self.tap_frame(n, now);
+        }
+        if !self.tx.is_empty()
+            && let Some(udp) = &self.udp
+        {
+            let queued = self.tx.len();
+            let sent = self.tx.send(udp.as_raw_fd());
+            add(&self.stats.send_errors, (queued - sent) as u64);
+        }
+        self.tx.clear();
+        more
+    }
+
+    /// The frame of `n` bytes just read into the next free send slot: seal it for its
+    /// session and queue it (UDP) or hand it to the connection's writer (TCP).
+    fn tap_frame(&mut self, n: usize, now: Instant) {
+        let Some(slot) = self.tx.next_free() else {
+            return;
+        };
+        let frame = &slot[TAP_READ_AT..TAP_READ_AT + n];
+        if n <= ETH_LEN + 20 || frame[12..14] != [0x08, 0x00] {
+            return;
+        }
+        let packet_len = n - ETH_LEN;
+        let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+        let Some(session) = self.by_lease.get(&dst).and_then(|id| self.sessions.get(id)) else {
+            add(&self.stats.no_session, 1);
+            return;
+        };
+        let header = session.data.send_header();
+        let Some(key) = session.data.key(session.data.send_key) else {
+            return;
+        };
+        let overhead = header.buffer_len() + DATA_V2_OVERHEAD - 4;
+        if let DataHeader::V1 { .. } = header {
+            slot.copy_within(DATA_V2_OVERHEAD..DATA_V2_OVERHEAD + packet_len, overhead);
+        }
+        let Ok(len) = key.sealing.seal_in_place(header, slot, packet_len) else {
+            add(&self.stats.send_errors, 1);
+            return;
+        };
+        session.activity.sent(now);
+        add(&self.stats.tx_packets, 1);
+        add(&self.stats.tx_bytes, packet_len as u64);
+        match &session.peer {
+            Peer::Udp(to) => {
+                let to = *to;
+                self.tx.push(to, 0, len);
+            }
+            Peer::Stream(writer) => {
+                if writer.send(slot[..len].to_vec()).is_err() {
+                    add(&self.stats.send_errors, 1);
+                }
+            }
+        }
+    }
+}

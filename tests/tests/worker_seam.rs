@@ -1,0 +1,258 @@
+//! The socket-mode data-plane workers with real sockets and a real TAP, no XDP: a
+//! session established in memory (`gateway::serve::testing`) is handed to two pinned
+//! workers in a gateway namespace; its client, in another namespace, pings the TAP's
+//! address through them. Also: spoofed sources are dropped and counted, a datagram the
+//! workers cannot open goes up to the control plane, a new client address is followed
+//! (and reported), and OCC_EXIT is reported.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use gateway::{
+    dataplane::{
+        tap::Tap,
+        worker::{Carried, Peer, Report, Settings, Workers},
+    },
+    serve::testing::{Harness, addr, established},
+};
+use gateway_proto::{
+    data::{OCC_EXIT, OCC_MAGIC},
+    session::{Event, Session},
+};
+use gateway_tests::{
+    lab::{Lab, wait_until},
+    privilege,
+    xdp::frame,
+};
+
+const PORT: u16 = 1194;
+const GW: [u8; 4] = [10, 1, 0, 1];
+const CLIENT: [u8; 4] = [10, 1, 0, 2];
+const TAP_ADDR: [u8; 4] = [10, 200, 0, 1];
+
+/// An ICMP echo request as an IPv4 packet (no Ethernet header).
+fn ping(src: Ipv4Addr, dst: [u8; 4], seq: u16) -> Vec<u8> {
+    frame::icmp_echo(src.octets(), dst, 0x77, seq, b"through the workers")[14..].to_vec()
+}
+
+/// Seals `packet` in `client` and sends it from `socket` to the workers.
+fn send(client: &mut Session, socket: &UdpSocket, packet: &[u8]) {
+    client.send_data(Instant::now(), packet).unwrap();
+    while let Some(t) = client.poll_transmit(Instant::now()) {
+        socket
+            .send_to(&t.contents, SocketAddr::from((GW, PORT)))
+            .unwrap();
+    }
+}
+
+/// The tunnelled packets `socket` receives within `wait`, opened by `client`.
+fn receive(client: &mut Session, socket: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
+    socket.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut packets = Vec::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        let _ = client.handle_datagram(Instant::now(), &buf[..n]);
+        while let Some(event) = client.poll_event() {
+            if let Event::Packet(p) = event {
+                packets.push(p);
+            }
+        }
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    packets
+}
+
+fn is_echo_reply_to(packet: &[u8], lease: Ipv4Addr, seq: u16) -> bool {
+    packet.len() >= 28
+        && packet[9] == 1
+        && packet[16..20] == lease.octets()
+        && packet[20] == 0
+        && packet[26..28] == seq.to_be_bytes()
+}
+
+#[test]
+fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
+    if !privilege::check("workers_carry_a_session_both_ways_and_report_what_they_cannot_decide") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let gw = lab.add_namespace("gw").unwrap();
+    let cl = lab.add_namespace("cl").unwrap();
+    lab.veth(
+        (&gw, "eth0", Some("10.1.0.1/24")),
+        (&cl, "eth0", Some("10.1.0.2/24")),
+    )
+    .unwrap();
+
+    // The control plane's side, in memory: alice is established.
+    let mut h = Harness::new("worker-seam", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).expect("alice established");
+    let peer_id = h.xdp.up[0].1;
+    let request = h.xdp.carried(peer_id).expect("handed to the data plane");
+
+    let (reports_tx, mut reports) = tokio::sync::mpsc::channel::<Report>(64);
+    let (tap, workers) = gw
+        .run_in(move || {
+            let tap = Arc::new(Tap::create("gw-tap0", 2, Ipv4Addr::from(TAP_ADDR), 22).unwrap());
+            let workers = Workers::start(Settings {
+                pin: true,
+                udp_port: Some(PORT),
+                tap: tap.clone(),
+                tap_peer_mac: [0x02, 0x67, 0x77, 0, 0, 1],
+                reports: reports_tx,
+            })
+            .unwrap();
+            (tap, workers)
+        })
+        .unwrap();
+    assert_eq!(workers.count(), 2);
+    let (socket, other) = cl
+        .run_in(|| {
+            (
+                UdpSocket::bind(SocketAddr::from((CLIENT, 40000))).unwrap(),
+                UdpSocket::bind(SocketAddr::from((CLIENT, 40001))).unwrap(),
+            )
+        })
+        .unwrap();
+    workers.carry(Carried {
+        peer_id,
+        lease: request.lease,
+        peer: Peer::Udp(socket.local_addr().unwrap()),
+        data: request.data.clone(),
+        activity: request.activity.clone(),
+    });
+
+    // Client → worker → TAP → the gateway's kernel answers → TAP → worker → client.
+    let mut replies = Vec::new();
+    wait_until(
+        "an echo reply through the workers",
+        Duration::from_secs(10),
+        || {
+            send(&mut alice, &socket, &ping(lease, TAP_ADDR, 1));
+            replies = receive(&mut alice, &socket, Duration::from_millis(500));
+            replies.iter().any(|p| is_echo_reply_to(p, lease, 1))
+        },
+    )
+    .unwrap();
+    let totals = workers.totals();
+    assert!(
+        totals.rx_packets >= 1 && totals.tx_packets >= 1,
+        "{totals:?}"
+    );
+    assert!(
+        request.activity.last_received().is_some() && request.activity.last_sent().is_some(),
+        "the workers stamp the session's activity"
+    );
+
+    // A bulk burst: every one of 200 pings is answered (batches both ways).
+    for seq in 100..300 {
+        send(&mut alice, &socket, &ping(lease, TAP_ADDR, seq));
+    }
+    let mut answered = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered.len() < 200 && Instant::now() < deadline {
+        for p in receive(&mut alice, &socket, Duration::from_millis(500)) {
+            if p.len() >= 28 && p[20] == 0 {
+                answered.insert(u16::from_be_bytes([p[26], p[27]]));
+            }
+        }
+    }
+    assert_eq!(answered.len(), 200, "answered {} of 200", answered.len());
+
+    // Another source address than the lease: dropped, counted, unanswered.
+    let spoofed_before = workers.totals().spoofed;
+    send(
+        &mut alice,
+        &socket,
+        &ping(Ipv4Addr::new(10, 200, 0, 77), TAP_ADDR, 2),
+    );
+    wait_until("the spoofed packet counted", Duration::from_secs(5), || {
+        workers.totals().spoofed > spoofed_before
+    })
+    .unwrap();
+    assert!(receive(&mut alice, &socket, Duration::from_millis(300)).is_empty());
+
+    // A datagram with an unknown peer-id goes up to the control plane untouched.
+    let stranger = [0x48, 0, 0x12, 0x34, 1, 2, 3, 4, 5, 6, 7, 8];
+    socket
+        .send_to(&stranger, SocketAddr::from((GW, PORT)))
+        .unwrap();
+    let mut from_stranger = None;
+    wait_until(
+        "the stranger's datagram reported",
+        Duration::from_secs(5),
+        || {
+            while let Ok(report) = reports.try_recv() {
+                if let Report::Datagram { from, bytes } = report
+                    && bytes == stranger
+                {
+                    from_stranger = Some(from);
+                }
+            }
+            from_stranger.is_some()
+        },
+    )
+    .unwrap();
+    assert_eq!(from_stranger, Some(socket.local_addr().unwrap()));
+
+    // alice's data from a new port: the worker answers there and reports the float.
+    let mut floated = None;
+    wait_until(
+        "a reply at the new address",
+        Duration::from_secs(10),
+        || {
+            send(&mut alice, &other, &ping(lease, TAP_ADDR, 3));
+            let replies = receive(&mut alice, &other, Duration::from_millis(500));
+            replies.iter().any(|p| is_echo_reply_to(p, lease, 3))
+        },
+    )
+    .unwrap();
+    wait_until("the float reported", Duration::from_secs(5), || {
+        while let Ok(report) = reports.try_recv() {
+            if let Report::Floated { peer_id: id, to } = report {
+                floated = Some((id, to));
+            }
+        }
+        floated.is_some()
+    })
+    .unwrap();
+    assert_eq!(floated, Some((peer_id, other.local_addr().unwrap())));
+
+    // alice's OCC_EXIT (what a client without cc-exit sends when it leaves) is reported.
+    let mut exit = OCC_MAGIC.to_vec();
+    exit.push(OCC_EXIT);
+    send(&mut alice, &other, &exit);
+    let mut exited = false;
+    wait_until("OCC_EXIT reported", Duration::from_secs(5), || {
+        while let Ok(report) = reports.try_recv() {
+            exited |= matches!(report, Report::Exited { peer_id: id } if id == peer_id);
+        }
+        exited
+    })
+    .unwrap();
+
+    // Forgotten: her data packets now go up to the control plane.
+    workers.forget(peer_id);
+    let mut reported = false;
+    wait_until(
+        "data of a forgotten session reported",
+        Duration::from_secs(5),
+        || {
+            send(&mut alice, &other, &ping(lease, TAP_ADDR, 4));
+            std::thread::sleep(Duration::from_millis(100));
+            while let Ok(report) = reports.try_recv() {
+                reported |= matches!(report, Report::Datagram { .. });
+            }
+            reported
+        },
+    )
+    .unwrap();
+    drop(workers);
+    drop(tap);
+}
