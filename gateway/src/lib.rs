@@ -2,6 +2,7 @@
 //! Landed so far: configuration, the XDP loader, the authorization-rule compiler and the
 //! NAT expiry policy.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod dataplane;

@@ -9,6 +9,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use gateway::{
+    admin::{Request, Response, Selector},
     config::Config,
     pki::Pki,
     xdp::{AttachMode, Edge},
@@ -69,6 +70,31 @@ enum Command {
         /// Only validate the file itself (not the PKI files and interfaces it names).
         #[arg(long)]
         file_only: bool,
+    },
+    /// List the running gateway's connections: active ones and those that ended in the
+    /// last 60 minutes (asks `gateway serve` on its admin socket).
+    Connections {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON (AWS DescribeClientVpnConnections fields in snake case).
+        #[arg(long)]
+        json: bool,
+    },
+    /// End connections of the running gateway: the client is told to stop (HALT), its
+    /// lease, XDP and NAT state are released.
+    Terminate {
+        #[arg(long)]
+        config: PathBuf,
+        /// The connection id, as `gateway connections` lists it.
+        #[arg(
+            long,
+            required_unless_present = "username",
+            conflicts_with = "username"
+        )]
+        connection_id: Option<String>,
+        /// Every connection of this user (certificate common name); at most 5.
+        #[arg(long)]
+        username: Option<String>,
     },
     /// Attach the `edge` XDP program to an interface and print its counters every
     /// interval until the duration ends (a diagnostic for the public ENI).
@@ -163,6 +189,55 @@ fn run(command: Command) -> Result<()> {
             seconds,
             interval_ms,
         } => xdp_watch(&interface, mode, seconds, interval_ms),
+        Command::Connections { config, json } => {
+            match admin_call(&config, &Request::Connections)? {
+                Response::Connections { connections } if json => {
+                    println!("{}", serde_json::to_string_pretty(&connections)?);
+                    Ok(())
+                }
+                Response::Connections { connections } => {
+                    print!("{}", gateway::admin::connections_table(&connections));
+                    Ok(())
+                }
+                other => unexpected(other),
+            }
+        }
+        Command::Terminate {
+            config,
+            connection_id,
+            username,
+        } => {
+            let selector = match (connection_id, username) {
+                (Some(id), _) => Selector::ConnectionId(id),
+                (None, Some(name)) => Selector::Username(name),
+                (None, None) => bail!("give --connection-id or --username"),
+            };
+            match admin_call(&config, &Request::Terminate(selector))? {
+                Response::Terminated { statuses } => {
+                    for s in statuses {
+                        println!(
+                            "{} {} -> {}",
+                            s.connection_id, s.previous_status, s.current_status
+                        );
+                    }
+                    Ok(())
+                }
+                other => unexpected(other),
+            }
+        }
+    }
+}
+
+/// Sends `request` to the gateway serving `config`.
+fn admin_call(config: &Path, request: &Request) -> Result<Response> {
+    let config = Config::load(config)?;
+    gateway::admin::call(&config.admin.socket, request)
+}
+
+fn unexpected(response: Response) -> Result<()> {
+    match response {
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the gateway: {other:?}"),
     }
 }
 

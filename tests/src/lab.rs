@@ -224,6 +224,19 @@ impl Lab {
         stop_child(child)
     }
 
+    /// Kills a process this lab started with SIGKILL (no chance to say goodbye, as when
+    /// a laptop loses power) and reaps it.
+    pub fn kill(&mut self, pid: ProcessId) -> Result<ExitStatus> {
+        let idx = self
+            .processes
+            .iter()
+            .position(|c| c.id() == pid.0)
+            .with_context(|| format!("pid {} was not started by this lab", pid.0))?;
+        let mut child = self.processes.swap_remove(idx);
+        let _ = kill(Pid::from_raw(pid.0 as i32), Signal::SIGKILL);
+        Ok(child.wait()?)
+    }
+
     /// Whether a process this lab started is still running.
     pub fn is_running(&mut self, pid: ProcessId) -> bool {
         self.processes

@@ -12,12 +12,13 @@ use std::{
 };
 
 use gateway::{
+    admin::{Connection, Request, Response, Selector},
     config::Config,
     export::{ProfileInputs, client_profile},
     pki::Pki,
 };
 use gateway_tests::{
-    lab::{Lab, Topology, read_log, wait_until},
+    lab::{Lab, ProcessId, Topology, read_log, wait_until},
     privilege,
 };
 
@@ -75,6 +76,8 @@ fn tcp_echo_to_target(topo: &Topology, payload: &'static [u8]) -> (Vec<u8>, Sock
 
 /// A lab with `gateway serve` running in the gateway namespace.
 struct Running {
+    /// The last stock client started.
+    client_pid: Option<ProcessId>,
     lab: Lab,
     topo: Topology,
     dir: std::path::PathBuf,
@@ -96,6 +99,17 @@ impl Running {
     /// the gateway loads it.
     /// `wrap` is "tls-crypt", "tls-auth" (SHA256) or "none".
     fn start_with(tag: &str, wrap: &str, listen: &str, prepare: impl FnOnce(&Pki)) -> Self {
+        Self::start_configured(tag, wrap, listen, "", prepare)
+    }
+
+    /// As [`Running::start_with`], with `endpoint_extra` lines added to `[endpoint]`.
+    fn start_configured(
+        tag: &str,
+        wrap: &str,
+        listen: &str,
+        endpoint_extra: &str,
+        prepare: impl FnOnce(&Pki),
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -132,6 +146,9 @@ listen = ["{listen}"]
 client_cidr = "10.200.0.0/22"
 split_tunnel = true
 remote_hosts = ["198.51.100.1"]
+{endpoint_extra}
+[admin]
+socket = "{}"
 [tls]
 server_cert = "{}"
 server_key = "{}"
@@ -147,6 +164,7 @@ target = "eth1"
 destination = "10.10.0.10/32"
 all_users = true
 "#,
+                path(&dir.join("admin.sock")),
                 path(&pki.server_cert()),
                 path(&pki.server_key()),
                 path(&pki.ca_cert()),
@@ -171,6 +189,7 @@ all_users = true
         });
         let config = Config::load(&config_path).unwrap();
         Self {
+            client_pid: None,
             lab,
             topo,
             dir,
@@ -242,10 +261,24 @@ all_users = true
         let client_log = self.dir.join(format!("{who}.log"));
         let mut args = vec!["openvpn", "--config", path(&profile_path)];
         args.extend_from_slice(extra);
-        self.lab
-            .spawn(&self.topo.client, &args, Some(&client_log))
-            .unwrap();
+        self.client_pid = Some(
+            self.lab
+                .spawn(&self.topo.client, &args, Some(&client_log))
+                .unwrap(),
+        );
         client_log
+    }
+
+    /// Asks the running gateway on its admin socket.
+    fn admin(&self, request: &Request) -> Response {
+        gateway::admin::call(&self.config.admin.socket, request).unwrap()
+    }
+
+    fn connections(&self) -> Vec<Connection> {
+        match self.admin(&Request::Connections) {
+            Response::Connections { connections } => connections,
+            other => panic!("connections: {other:?}"),
+        }
     }
 
     fn stop(mut self) {
@@ -672,5 +705,139 @@ fn two_clients_get_distinct_leases_and_cannot_spoof_each_other() {
     bob_ns
         .exec(&["ping", "-c", "1", "-W", "3", "10.10.0.10"])
         .unwrap();
+    gw.stop();
+}
+
+#[test]
+fn a_killed_client_is_removed_after_ping_restart() {
+    if !privilege::check("a_killed_client_is_removed_after_ping_restart") {
+        return;
+    }
+    // ping 1, ping-restart 3: the gateway gives a silent client 2 × 3 s.
+    let mut gw = Running::start_configured(
+        "killed",
+        "tls-crypt",
+        "udp/1194",
+        "keepalive_interval_secs = 1\nkeepalive_timeout_secs = 3",
+        |_| {},
+    );
+    let log = gw.connect(&[]);
+    assert!(
+        read_log(&log).contains("ping 1,ping-restart 3"),
+        "the keepalive is pushed:\n{}",
+        read_log(&log)
+    );
+    gw.topo
+        .client
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "3", "10.10.0.10"])
+        .unwrap();
+    let first = gw.connections();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].status, "active");
+    assert!(
+        first[0].ingress_packets >= 2 && first[0].egress_packets >= 2,
+        "{first:?}"
+    );
+
+    // The client dies without a word; its pings stop.
+    let killed_at = Instant::now();
+    gw.lab.kill(gw.client_pid.take().unwrap()).unwrap();
+    let mut ended = None;
+    wait_until("the session removed", Duration::from_secs(20), || {
+        ended = gw
+            .connections()
+            .into_iter()
+            .find(|c| c.connection_id == first[0].connection_id && c.status == "terminated");
+        ended.is_some()
+    })
+    .unwrap();
+    let waited = killed_at.elapsed();
+    let ended = ended.unwrap();
+    assert!(
+        waited >= Duration::from_secs(4),
+        "removed after {waited:?}, before the keepalive deadline"
+    );
+    assert!(ended.status_message.contains("Timeout"), "{ended:?}");
+    assert!(ended.connection_end_time.is_some());
+
+    // Its lease went back: a new client connects and reaches the target.
+    let log = gw.connect(&[]);
+    gw.topo
+        .client
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "3", "10.10.0.10"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&log)));
+    let now = gw.connections();
+    assert_eq!(
+        now.iter().filter(|c| c.status == "active").count(),
+        1,
+        "{now:?}"
+    );
+    gw.stop();
+}
+
+#[test]
+fn terminate_ends_a_connection_and_the_client_stops() {
+    if !privilege::check("terminate_ends_a_connection_and_the_client_stops") {
+        return;
+    }
+    let mut gw = Running::start("terminate", true);
+    let log = gw.connect(&[]);
+    let lease = pushed_lease(&read_log(&log)).unwrap();
+    gw.topo
+        .client
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "3", "10.10.0.10"])
+        .unwrap();
+    let listed = gw.connections();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let alice = &listed[0];
+    assert_eq!(
+        (
+            alice.username.as_str(),
+            alice.common_name.as_str(),
+            alice.transport.as_str()
+        ),
+        ("alice", "alice", "udp")
+    );
+    assert_eq!(alice.client_ip.map(|ip| ip.octets()), Some(lease));
+    assert!(alice.connection_id.starts_with("cvpn-connection-"));
+    assert!(
+        alice.ingress_bytes > 0 && alice.egress_bytes > 0,
+        "{alice:?}"
+    );
+
+    // Unknown ids and users are refused with the reason.
+    match gw.admin(&Request::Terminate(Selector::ConnectionId(
+        "cvpn-connection-0".into(),
+    ))) {
+        Response::Error { message } => assert!(message.contains("no active connection")),
+        other => panic!("{other:?}"),
+    }
+
+    let pid = gw.client_pid.unwrap();
+    match gw.admin(&Request::Terminate(Selector::Username("alice".into()))) {
+        Response::Terminated { statuses } => {
+            assert_eq!(statuses.len(), 1);
+            assert_eq!(statuses[0].connection_id, alice.connection_id);
+            assert_eq!(statuses[0].previous_status, "active");
+        }
+        other => panic!("{other:?}"),
+    }
+    // HALT: the stock client stops instead of reconnecting.
+    wait_until("the client to exit", Duration::from_secs(15), || {
+        !gw.lab.is_running(pid)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", read_log(&log)));
+    wait_until(
+        "the connection listed as terminated",
+        Duration::from_secs(10),
+        || {
+            gw.connections()
+                .iter()
+                .any(|c| c.connection_id == alice.connection_id && c.status == "terminated")
+        },
+    )
+    .unwrap();
+    let ended = gw.connections();
+    assert_eq!(ended[0].status_message, "terminated by the administrator");
     gw.stop();
 }

@@ -68,7 +68,7 @@ pub fn demo(keep: bool) -> Result<()> {
         "engineering",
     ])?;
     let config = dir.join("gateway.toml");
-    std::fs::write(&config, config_text(&pki))?;
+    std::fs::write(&config, config_text(&pki, &dir.join("admin.sock")))?;
     println!("{}", std::fs::read_to_string(&config)?.trim_end());
     topo.gateway
         .exec(&[&bin, "check", "--config", &p(&config)])
@@ -176,6 +176,22 @@ pub fn demo(keep: bool) -> Result<()> {
         }
     }
 
+    section("the connection, as `gateway connections` lists it");
+    let list = |when: &str| match Command::new(&gateway_bin)
+        .args(["connections", "--config", &p(&config)])
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(out) => println!(
+            "gateway connections ({when}) failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => println!("gateway connections ({when}): {e}"),
+    };
+    list("connected");
+
     section("disconnect");
     let _ = lab.stop(client);
     wait_until(
@@ -190,6 +206,7 @@ pub fn demo(keep: bool) -> Result<()> {
     {
         println!("  gateway: {}", line);
     }
+    list("after the exit");
     if keep {
         println!(
             "\nlab and gateway kept up: `cargo xtask lab status`; logs in {}",
@@ -206,7 +223,7 @@ pub fn demo(keep: bool) -> Result<()> {
     Ok(())
 }
 
-fn config_text(pki: &Path) -> String {
+fn config_text(pki: &Path, admin_socket: &Path) -> String {
     let f = |name: &str| pki.join(name).to_string_lossy().into_owned();
     format!(
         r#"[endpoint]
@@ -237,7 +254,11 @@ groups = ["engineering"]
 
 [groups]
 engineering = ["alice"]
+
+[admin]
+socket = "{admin}"
 "#,
+        admin = admin_socket.display(),
         public = Topology::GATEWAY_PUBLIC_ADDR,
         cert = f("server.pem"),
         key = f("server.key"),

@@ -27,6 +27,14 @@ pub struct Config {
     pub authorization: Vec<AuthorizationRule>,
     pub groups: Groups,
     pub dataplane: Dataplane,
+    pub admin: Admin,
+}
+
+/// `[admin]`: where `gateway serve` answers `gateway connections` and `gateway terminate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    /// The Unix socket (created mode 0600, replaced if stale).
+    pub socket: PathBuf,
 }
 
 /// `[endpoint]`: what AWS calls the Client VPN endpoint.
@@ -49,6 +57,11 @@ pub struct Endpoint {
     /// burst, before `edge` drops them; 0 = no limit.
     pub hard_reset_rate: u32,
     pub hard_reset_burst: u32,
+    /// Pushed as `ping`: seconds of silence after which each side sends a ping.
+    pub keepalive_interval: u32,
+    /// Pushed as `ping-restart`: the client restarts after this much silence; the server
+    /// ends a session after twice this (as OpenVPN's `keepalive` does).
+    pub keepalive_timeout: u32,
 }
 
 /// A transport and port the gateway listens on.

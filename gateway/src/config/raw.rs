@@ -19,6 +19,27 @@ pub struct RawConfig {
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub dataplane: RawDataplane,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default = "default_admin_socket")]
+    pub socket: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            socket: default_admin_socket(),
+        }
+    }
+}
+
+fn default_admin_socket() -> String {
+    "/run/gateway/admin.sock".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +72,10 @@ pub struct RawEndpoint {
     pub hard_reset_rate: u32,
     #[serde(default = "default_hard_reset_burst")]
     pub hard_reset_burst: u32,
+    #[serde(default = "default_keepalive_interval")]
+    pub keepalive_interval_secs: u32,
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout_secs: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +163,14 @@ fn default_hard_reset_rate() -> u32 {
 
 fn default_hard_reset_burst() -> u32 {
     20
+}
+
+fn default_keepalive_interval() -> u32 {
+    10
+}
+
+fn default_keepalive_timeout() -> u32 {
+    60
 }
 
 fn default_tls_auth_digest() -> String {

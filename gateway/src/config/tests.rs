@@ -86,6 +86,11 @@ fn defaults_fill_everything_but_identity_and_pki() {
         (10, 20)
     );
     assert_eq!(
+        (c.endpoint.keepalive_interval, c.endpoint.keepalive_timeout),
+        (10, 60)
+    );
+    assert_eq!(c.admin.socket, Path::new("/run/gateway/admin.sock"));
+    assert_eq!(
         c.dataplane,
         Dataplane {
             mode: DataplaneMode::Auto,
@@ -203,6 +208,21 @@ fn every_error_names_its_key() {
             "[dataplane]\nmode = \"sockets\"",
             "[dataplane]\nmode = \"dpdk\"",
             "dataplane.mode: \"dpdk\" is not one of",
+        ),
+        (
+            "name = \"corp-vpn\"",
+            "name = \"x\"\nkeepalive_interval_secs = 0",
+            "endpoint.keepalive_interval_secs: 0 is not 1 to 3600 seconds",
+        ),
+        (
+            "name = \"corp-vpn\"",
+            "name = \"x\"\nkeepalive_interval_secs = 10\nkeepalive_timeout_secs = 15",
+            "endpoint.keepalive_timeout_secs: 15 must be at least twice endpoint.keepalive_interval_secs (10)",
+        ),
+        (
+            "[dataplane]\nmode = \"sockets\"",
+            "[admin]\nsocket = \"admin.sock\"\n[dataplane]\nmode = \"sockets\"",
+            "admin.socket: \"admin.sock\" is not an absolute path to a file",
         ),
     ];
     for (from, to, expected) in cases {

@@ -9,8 +9,8 @@ use gateway_ebpf_common::{MAX_AUTHZ_RULES, MAX_GROUPS, MAX_ROUTES};
 use ipnet::Ipv4Net;
 
 use super::{
-    AuthDigest, Config, ConfigError, Dataplane, DataplaneMode, Endpoint, Groups, Listen, Route,
-    Target, Tls, Transport,
+    Admin, AuthDigest, Config, ConfigError, Dataplane, DataplaneMode, Endpoint, Groups, Listen,
+    Route, Target, Tls, Transport,
     raw::{RawAuthorize, RawConfig, RawEndpoint, RawTls},
 };
 use crate::policy::{Access, AuthorizationRule, GroupId};
@@ -20,6 +20,7 @@ const SESSION_TIMEOUT_HOURS: [u32; 4] = [8, 10, 12, 24];
 const MAX_DNS_SERVERS: usize = 2;
 const MAX_BANNER_CHARS: usize = 1400;
 const MAX_WORKERS: usize = 1024;
+const MAX_KEEPALIVE_SECS: u32 = 3600;
 
 /// Collects errors while validating.
 #[derive(Default)]
@@ -56,8 +57,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let groups = groups(&raw, &mut p);
     let authorization = authorization(&raw, &groups, &mut p);
     let dataplane = dataplane(&raw, &mut p);
-    match (endpoint, p.0.is_empty()) {
-        (Some(endpoint), true) => Ok(Config {
+    let admin = admin(&raw, &mut p);
+    match (endpoint, admin, p.0.is_empty()) {
+        (Some(endpoint), Some(admin), true) => Ok(Config {
             endpoint,
             tls,
             targets,
@@ -65,6 +67,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             authorization,
             groups,
             dataplane,
+            admin,
         }),
         _ => Err(p.0),
     }
@@ -174,6 +177,25 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
             "must be at least 1 when endpoint.hard_reset_rate is set",
         );
     }
+    if !(1..=MAX_KEEPALIVE_SECS).contains(&raw.keepalive_interval_secs) {
+        p.add(
+            "endpoint.keepalive_interval_secs",
+            format!(
+                "{} is not 1 to {MAX_KEEPALIVE_SECS} seconds",
+                raw.keepalive_interval_secs
+            ),
+        );
+    } else if raw.keepalive_timeout_secs < 2 * raw.keepalive_interval_secs
+        || raw.keepalive_timeout_secs > MAX_KEEPALIVE_SECS
+    {
+        p.add(
+            "endpoint.keepalive_timeout_secs",
+            format!(
+                "{} must be at least twice endpoint.keepalive_interval_secs ({}) and at most {MAX_KEEPALIVE_SECS}",
+                raw.keepalive_timeout_secs, raw.keepalive_interval_secs
+            ),
+        );
+    }
     for (i, host) in raw.remote_hosts.iter().enumerate() {
         if host.is_empty()
             || host.len() > 253
@@ -199,6 +221,8 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
         remote_hosts: raw.remote_hosts.clone(),
         hard_reset_rate: raw.hard_reset_rate,
         hard_reset_burst: raw.hard_reset_burst,
+        keepalive_interval: raw.keepalive_interval_secs,
+        keepalive_timeout: raw.keepalive_timeout_secs,
     })
 }
 
@@ -442,6 +466,29 @@ fn authorization(raw: &RawConfig, groups: &Groups, p: &mut Problems) -> Vec<Auth
         );
     }
     rules
+}
+
+fn admin(raw: &RawConfig, p: &mut Problems) -> Option<Admin> {
+    let socket = PathBuf::from(&raw.admin.socket);
+    if !socket.is_absolute() || socket.file_name().is_none() {
+        p.add(
+            "admin.socket",
+            format!("{:?} is not an absolute path to a file", raw.admin.socket),
+        );
+        return None;
+    }
+    // sockaddr_un holds 108 bytes with the terminating NUL.
+    if raw.admin.socket.len() > 107 {
+        p.add(
+            "admin.socket",
+            format!(
+                "{} bytes long; a Unix socket path holds at most 107",
+                raw.admin.socket.len()
+            ),
+        );
+        return None;
+    }
+    Some(Admin { socket })
 }
 
 fn dataplane(raw: &RawConfig, p: &mut Problems) -> Dataplane {

@@ -52,14 +52,29 @@ const UDP: Token = Token(0);
 const TAP: Token = Token(1);
 const WAKE: Token = Token(2);
 
-/// When a session last received and sent data packets, stamped by the workers and read
-/// by the control plane for its keepalive timers.
+/// A session's data traffic: when it last received and sent data packets (read by the
+/// control plane for its keepalive timers) and how many tunnel packets and bytes went
+/// each way (for `gateway connections`). Updated by the workers and, for what it opens
+/// or seals itself, the control plane.
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
     /// Milliseconds after `epoch`, plus one (0: never).
     rx: AtomicU64,
     tx: AtomicU64,
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+}
+
+/// Tunnel packets and their bytes, from the client (`rx`) and to it (`tx`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
 }
 
 impl Activity {
@@ -68,6 +83,32 @@ impl Activity {
             epoch: now,
             rx: AtomicU64::new(0),
             tx: AtomicU64::new(0),
+            rx_packets: AtomicU64::new(0),
+            rx_bytes: AtomicU64::new(0),
+            tx_packets: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// A tunnel packet of `len` bytes came from the client.
+    pub fn count_received(&self, len: usize) {
+        add(&self.rx_packets, 1);
+        add(&self.rx_bytes, len as u64);
+    }
+
+    /// A tunnel packet of `len` bytes went to the client.
+    pub fn count_sent(&self, len: usize) {
+        add(&self.tx_packets, 1);
+        add(&self.tx_bytes, len as u64);
+    }
+
+    pub fn traffic(&self) -> Traffic {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Traffic {
+            rx_packets: get(&self.rx_packets),
+            rx_bytes: get(&self.rx_bytes),
+            tx_packets: get(&self.tx_packets),
+            tx_bytes: get(&self.tx_bytes),
         }
     }
 
@@ -577,6 +618,7 @@ impl Worker {
             Opened::Packet { start, len } => {
                 add(&self.stats.rx_packets, 1);
                 add(&self.stats.rx_bytes, len as u64);
+                session.activity.count_received(len);
                 let Some((_, slot, _, _)) = self.rx.datagram_mut(i) else {
                     return;
                 };
@@ -662,6 +704,7 @@ impl Worker {
             return;
         };
         session.activity.sent(now);
+        session.activity.count_sent(packet_len);
         add(&self.stats.tx_packets, 1);
         add(&self.stats.tx_bytes, packet_len as u64);
         match &session.peer {

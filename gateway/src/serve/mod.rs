@@ -36,6 +36,7 @@ use tracing::{error, info, warn};
 
 pub use self::server::{CarryRequest, DataPath, Server};
 use crate::{
+    admin::{Request as AdminRequest, Response as AdminResponse},
     config::{AuthDigest, Config, DataplaneMode, Transport},
     control::{pool::AddressPool, rules, tls},
     dataplane::{
@@ -230,6 +231,9 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         &secret,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
+    let admin = crate::admin::bind(&config.admin.socket)?;
+    let (admin_tx, mut admin_requests) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(crate::admin::serve(admin, admin_tx));
     let (stream_tx, mut streams) = tokio::sync::mpsc::channel::<StreamEvent>(1024);
     if let Some(tcp) = tcp {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], tcp.port)))
@@ -288,6 +292,21 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                 }
             },
             _ = tokio::time::sleep_until(deadline) => server.handle_timeout(Instant::now(), &mut plane),
+            Some((request, reply)) = admin_requests.recv() => {
+                let now = Instant::now();
+                let response = match request {
+                    AdminRequest::Connections => AdminResponse::Connections {
+                        connections: server.connections(now),
+                    },
+                    AdminRequest::Terminate(selector) => {
+                        match server.terminate(now, &selector, &mut plane) {
+                            Ok(statuses) => AdminResponse::Terminated { statuses },
+                            Err(message) => AdminResponse::Error { message },
+                        }
+                    }
+                };
+                let _ = reply.send(response);
+            },
             _ = sweep.tick() => {
                 match plane.xdp.policy.sweep_nat(monotonic_now_ns(), &NatTimeouts::default()) {
                     Ok(s) if s.expired + s.orphans > 0 => info!(expired = s.expired, orphans = s.orphans, kept = s.kept, "NAT sweep"),
@@ -319,6 +338,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                 server.close_all(Instant::now(), &mut plane);
                 flush(&mut server, &plane, &tap);
                 plane.workers.stop();
+                let _ = std::fs::remove_file(&config.admin.socket);
                 return Ok(());
             }
         }

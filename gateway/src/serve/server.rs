@@ -4,10 +4,10 @@
 //! `serve::serve` feeds it datagrams, stream packets, TAP packets and time.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use gateway_ebpf_common::SessionInfo;
@@ -22,6 +22,7 @@ use gateway_proto::{
 use tracing::{info, warn};
 
 use crate::{
+    admin::{Connection, Selector, TerminateStatus},
     config::Config,
     control::pool::AddressPool,
     dataplane::worker::Activity,
@@ -49,13 +50,34 @@ pub struct CarryRequest {
     pub activity: Arc<Activity>,
 }
 
+/// How long ended connections stay listed (AWS lists them for 60 minutes).
+const ENDED_KEPT_FOR: Duration = Duration::from_secs(3600);
+/// Most ended connections kept.
+const MAX_ENDED: usize = 10_000;
+/// Most connections one username terminate may end (as AWS).
+const MAX_TERMINATE_BY_USERNAME: usize = 5;
+
+/// Why the server ends a session it is not asked to by the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    SessionTimeout,
+    Terminated,
+    Shutdown,
+}
+
 /// One client.
 struct Client {
+    /// Stable id for the admin API (`cvpn-connection-` and 17 hex digits, as AWS).
+    connection_id: String,
     session: Session,
     addr: SocketAddr,
     lease: Option<Ipv4Addr>,
     common_name: String,
     established_at: Option<Instant>,
+    /// Wall-clock time of establishment, for the admin API.
+    established_wall: Option<SystemTime>,
+    /// Set once the server started ending the session.
+    ending: Option<Ending>,
     /// Whether a spoofed packet from this client was already logged.
     spoof_logged: bool,
     /// Over UDP (may float to a new source address) rather than TCP.
@@ -94,6 +116,9 @@ pub struct Server {
     pub dropped: u64,
     /// Datagrams to send.
     pub outbox: Vec<Datagram>,
+    /// Connections that ended, newest last, with when they ended.
+    ended: VecDeque<(Instant, Connection)>,
+    rng: ring::rand::SystemRandom,
 }
 
 /// Seconds since the Unix epoch, for the replay time of wrapped control packets.
@@ -135,6 +160,8 @@ impl Server {
             spoofed: 0,
             dropped: 0,
             outbox: Vec::new(),
+            ended: VecDeque::new(),
+            rng: ring::rand::SystemRandom::new(),
         })
     }
 
@@ -317,14 +344,20 @@ impl Server {
         now: Instant,
         dp: &mut dyn DataPath,
     ) {
+        let mut id = [0u8; 9];
+        let _ = ring::rand::SecureRandom::fill(&self.rng, &mut id);
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         self.clients.insert(
             peer_id,
             Client {
+                connection_id: format!("cvpn-connection-{}", &hex[..17]),
                 session,
                 addr: from,
                 lease: None,
                 common_name: String::new(),
                 established_at: None,
+                established_wall: None,
+                ending: None,
                 spoof_logged: false,
                 udp,
                 groups: Vec::new(),
@@ -378,29 +411,181 @@ impl Server {
             .clients
             .iter()
             .filter(|(_, c)| {
-                c.established_at
-                    .is_some_and(|t| now.duration_since(t) >= limit)
+                c.ending.is_none()
+                    && c.established_at
+                        .is_some_and(|t| now.duration_since(t) >= limit)
             })
             .map(|(id, _)| *id)
             .collect();
         for peer_id in expired {
-            if let Some(c) = self.clients.get_mut(&peer_id) {
+            if let Some(c) = self.clients.get(&peer_id) {
                 info!(peer_id, cn = %c.common_name, "session timeout reached");
-                c.session.close(now);
             }
-            self.drive(peer_id, now, dp);
+            self.end(now, peer_id, Ending::SessionTimeout, dp);
         }
     }
 
-    /// Ends every session (shutdown).
+    /// Ends a session from the server's side, telling the client why: HALT (the client
+    /// stops) when it was terminated or reached the session timeout with
+    /// `endpoint.disconnect_on_session_timeout`; RESTART (the client reconnects) at
+    /// shutdown or a session timeout without it. A session not yet able to carry the
+    /// message closes silently.
+    fn end(&mut self, now: Instant, peer_id: u32, why: Ending, dp: &mut dyn DataPath) {
+        let halt = match why {
+            Ending::Terminated => true,
+            Ending::SessionTimeout => self.config.endpoint.disconnect_on_session_timeout,
+            Ending::Shutdown => false,
+        };
+        let Some(c) = self.clients.get_mut(&peer_id) else {
+            return;
+        };
+        if c.ending.is_some() {
+            return;
+        }
+        c.ending = Some(why);
+        let message = match why {
+            Ending::SessionTimeout => "session timeout reached",
+            Ending::Terminated => "terminated by the administrator",
+            Ending::Shutdown => "the gateway is shutting down",
+        };
+        let told = if halt {
+            c.session.halt(now, Some(message))
+        } else {
+            c.session.restart(now, Some(message))
+        };
+        if told.is_err() {
+            c.session.close(now);
+        }
+        self.drive(peer_id, now, dp);
+    }
+
+    /// Ends every session at once (shutdown): clients are told to reconnect (the
+    /// message is in `outbox` on return), and everything the sessions held is released.
     pub fn close_all(&mut self, now: Instant, dp: &mut dyn DataPath) {
         let ids: Vec<u32> = self.clients.keys().copied().collect();
         for peer_id in ids {
-            if let Some(c) = self.clients.get_mut(&peer_id) {
-                c.session.close(now);
-            }
-            self.drive(peer_id, now, dp);
+            self.end(now, peer_id, Ending::Shutdown, dp);
+            self.remove(peer_id, "the gateway shut down", dp);
         }
+    }
+
+    /// Active connections and those that ended in the last 60 minutes, oldest first.
+    pub fn connections(&mut self, now: Instant) -> Vec<Connection> {
+        while self
+            .ended
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > ENDED_KEPT_FOR)
+        {
+            self.ended.pop_front();
+        }
+        let mut active: Vec<Connection> = self
+            .clients
+            .values()
+            .filter(|c| c.established_at.is_some())
+            .map(|c| self.describe(c, None))
+            .collect();
+        active.sort_by_key(|c| c.connection_established_time);
+        self.ended
+            .iter()
+            .map(|(_, c)| c.clone())
+            .chain(active)
+            .collect()
+    }
+
+    fn describe(&self, c: &Client, ended: Option<(SystemTime, &str)>) -> Connection {
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+        let traffic = c.activity.traffic();
+        let (status, message) = match (ended, c.ending) {
+            (Some((_, reason)), _) => ("terminated", reason.to_string()),
+            (None, Some(Ending::Terminated)) => {
+                ("terminating", "terminated by the administrator".into())
+            }
+            (None, Some(_)) => ("terminating", String::new()),
+            (None, None) => ("active", String::new()),
+        };
+        let username = match c.session.identity().username.as_str() {
+            "" => c.common_name.clone(),
+            name => name.to_string(),
+        };
+        Connection {
+            connection_id: c.connection_id.clone(),
+            username,
+            common_name: c.common_name.clone(),
+            client_ip: c.lease,
+            remote: c.addr,
+            transport: if c.udp { "udp" } else { "tcp" }.into(),
+            connection_established_time: c.established_wall.and_then(unix),
+            connection_end_time: ended.and_then(|(t, _)| unix(t)),
+            ingress_bytes: traffic.rx_bytes,
+            egress_bytes: traffic.tx_bytes,
+            ingress_packets: traffic.rx_packets,
+            egress_packets: traffic.tx_packets,
+            status: status.into(),
+            status_message: message,
+        }
+    }
+
+    /// Ends the established connection `selector` names (by id, or every one of a user's,
+    /// at most 5): the client is told to stop (HALT); its lease, XDP and NAT state go when
+    /// the session closes.
+    pub fn terminate(
+        &mut self,
+        now: Instant,
+        selector: &Selector,
+        dp: &mut dyn DataPath,
+    ) -> Result<Vec<TerminateStatus>, String> {
+        let matches: Vec<u32> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.established_at.is_some())
+            .filter(|(_, c)| match selector {
+                Selector::ConnectionId(id) => c.connection_id == *id,
+                Selector::Username(name) => {
+                    c.common_name == *name || c.session.identity().username == *name
+                }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        match selector {
+            _ if matches.is_empty() => {
+                return Err(match selector {
+                    Selector::ConnectionId(id) => format!("no active connection {id}"),
+                    Selector::Username(name) => format!("no active connection of user {name}"),
+                });
+            }
+            Selector::Username(name) if matches.len() > MAX_TERMINATE_BY_USERNAME => {
+                return Err(format!(
+                    "user {name} has {} connections; terminate by connection id when there are more than {MAX_TERMINATE_BY_USERNAME}",
+                    matches.len()
+                ));
+            }
+            _ => {}
+        }
+        let mut statuses = Vec::new();
+        for peer_id in matches {
+            let Some(c) = self.clients.get(&peer_id) else {
+                continue;
+            };
+            let previous = if c.ending.is_some() {
+                "terminating"
+            } else {
+                "active"
+            };
+            let connection_id = c.connection_id.clone();
+            info!(peer_id, cn = %c.common_name, connection_id = %connection_id, "terminating");
+            self.end(now, peer_id, Ending::Terminated, dp);
+            let current = if self.clients.contains_key(&peer_id) {
+                "terminating"
+            } else {
+                "terminated"
+            };
+            statuses.push(TerminateStatus {
+                connection_id,
+                previous_status: previous.into(),
+                current_status: current.into(),
+            });
+        }
+        Ok(statuses)
     }
 
     /// Takes a session's transmits and events after it was fed.
@@ -428,6 +613,7 @@ impl Server {
                 Event::Established(_) => {
                     let groups = client.groups.clone();
                     client.established_at = Some(now);
+                    client.established_wall = Some(SystemTime::now());
                     if let Some(lease) = client.lease {
                         dp.session_up(lease, peer_id, &groups);
                         info!(peer_id, cn = %client.common_name, %lease, from = %client.addr, "connected");
@@ -445,6 +631,7 @@ impl Server {
                             && p.get(12..16) == Some(&lease.octets()[..])
                     });
                     if own {
+                        client.activity.count_received(p.len());
                         self.to_tap.push(p);
                     } else {
                         self.spoofed += 1;
@@ -616,8 +803,8 @@ impl Server {
             search_domains: Vec::new(),
             block_outside_dns: false,
             keepalive: Some(KeepaliveSettings {
-                ping: 10,
-                ping_restart: 60,
+                ping: e.keepalive_interval,
+                ping_restart: e.keepalive_timeout,
             }),
             tun_mtu: None,
             features: Default::default(),
@@ -641,6 +828,19 @@ impl Server {
             let _ = self.pool.release(lease);
         }
         info!(peer_id, cn = %client.common_name, from = %client.addr, reason, "disconnected");
+        if client.established_at.is_some() {
+            let reason = match client.ending {
+                Some(Ending::Terminated) => "terminated by the administrator",
+                Some(Ending::SessionTimeout) => "session timeout reached",
+                Some(Ending::Shutdown) => "the gateway shut down",
+                None => reason,
+            };
+            let record = self.describe(&client, Some((SystemTime::now(), reason)));
+            if self.ended.len() >= MAX_ENDED {
+                self.ended.pop_front();
+            }
+            self.ended.push_back((Instant::now(), record));
+        }
     }
 }
 

@@ -153,6 +153,17 @@ fn shutdown_closes_every_session_and_clears_xdp() {
     established(&h.pump(&mut alice, addr(2))).unwrap();
     established(&h.pump(&mut bob, addr(3))).unwrap();
     h.server.close_all(Instant::now(), &mut h.xdp);
+    // Each client is told to reconnect.
+    for (client, at) in [(&mut alice, addr(2)), (&mut bob, addr(3))] {
+        for d in h.server.outbox.iter().filter(|d| d.to == at) {
+            let _ = client.handle_datagram(Instant::now(), &d.bytes);
+        }
+        let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Closed { reason } if format!("{reason:?}").contains("shutting down"))),
+            "{events:?}"
+        );
+    }
     assert_eq!(h.server.sessions(), 0);
     assert_eq!(h.xdp.down.len(), 2);
     assert_eq!(h.server.pool().leased(), 0);
@@ -297,4 +308,121 @@ fn a_silent_client_is_removed_after_ping_restart_and_its_lease_returns() {
     let later = Instant::now() + std::time::Duration::from_secs(60);
     h.server.handle_timeout(later, &mut h.xdp);
     assert_eq!(h.server.sessions(), 1);
+}
+
+/// The client's close reason in `events`.
+fn closed(events: &[Event]) -> Option<&gateway_proto::session::CloseReason> {
+    events.iter().find_map(|e| match e {
+        Event::Closed { reason } => Some(reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn connections_are_listed_and_terminate_halts_the_client_and_releases_everything() {
+    use crate::admin::Selector;
+    use gateway_proto::session::CloseReason;
+    let mut h = Harness::new("terminate", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let mut bob = h.client("bob");
+    let a = established(&h.pump(&mut alice, addr(2))).unwrap();
+    established(&h.pump(&mut bob, addr(3))).unwrap();
+    let listed = h.server.connections(Instant::now());
+    assert_eq!(listed.len(), 2);
+    assert_ne!(listed[0].connection_id, listed[1].connection_id);
+    assert!(listed.iter().all(|c| c.status == "active"));
+    let alice_id = listed
+        .iter()
+        .find(|c| c.common_name == "alice")
+        .unwrap()
+        .connection_id
+        .clone();
+
+    assert!(
+        h.server
+            .terminate(
+                Instant::now(),
+                &Selector::ConnectionId("cvpn-connection-nope".into()),
+                &mut h.xdp
+            )
+            .is_err()
+    );
+    let statuses = h
+        .server
+        .terminate(
+            Instant::now(),
+            &Selector::Username("alice".into()),
+            &mut h.xdp,
+        )
+        .unwrap();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].connection_id, alice_id);
+    assert_eq!(
+        (
+            statuses[0].previous_status.as_str(),
+            statuses[0].current_status.as_str()
+        ),
+        ("active", "terminating")
+    );
+    // The data plane lets go at once; the client is told to stop.
+    let alice_peer = h.xdp.up.iter().find(|u| u.0 == a).unwrap().1;
+    assert!(matches!(h.xdp.carried.last(), Some((id, None)) if *id == alice_peer));
+    let events = h.pump(&mut alice, addr(2));
+    assert!(
+        matches!(closed(&events), Some(CloseReason::ServerHalt(m)) if m.contains("terminated")),
+        "{events:?}"
+    );
+    // After the linger the session is gone, its lease free, and it is listed as ended.
+    h.server.handle_timeout(
+        Instant::now() + std::time::Duration::from_secs(10),
+        &mut h.xdp,
+    );
+    assert_eq!(h.server.sessions(), 1);
+    assert_eq!(h.xdp.down.len(), 1);
+    assert_eq!(h.server.pool().leased(), 1);
+    let listed = h.server.connections(Instant::now());
+    let ended = listed.iter().find(|c| c.connection_id == alice_id).unwrap();
+    assert_eq!(ended.status, "terminated");
+    assert_eq!(ended.status_message, "terminated by the administrator");
+    assert!(ended.connection_end_time.is_some());
+    // Ended connections are listed for 60 minutes.
+    let later = Instant::now() + std::time::Duration::from_secs(3601);
+    assert!(
+        h.server
+            .connections(later)
+            .iter()
+            .all(|c| c.connection_id != alice_id)
+    );
+}
+
+#[test]
+fn the_session_timeout_halts_or_restarts_the_client_as_configured() {
+    use gateway_proto::session::CloseReason;
+    let mut h = Harness::new("session-timeout", "10.200.0.0/22");
+    let mut bob = h.client("bob");
+    established(&h.pump(&mut bob, addr(3))).unwrap();
+    let peer = h.xdp.up[0].1;
+    // A busy day: the data plane keeps hearing from bob until the 24-hour limit.
+    let day = Instant::now() + std::time::Duration::from_secs(24 * 3600);
+    h.xdp.carried(peer).unwrap().activity.received(day);
+    h.server.handle_timeout(day, &mut h.xdp);
+    let events = h.pump(&mut bob, addr(3));
+    assert!(
+        matches!(closed(&events), Some(CloseReason::ServerHalt(m)) if m.contains("session timeout")),
+        "disconnect_on_session_timeout (default) halts: {events:?}"
+    );
+
+    let mut h = Harness::new("session-timeout-restart", "10.200.0.0/22");
+    h.server.config.endpoint.disconnect_on_session_timeout = false;
+    let mut bob = h.client("bob");
+    established(&h.pump(&mut bob, addr(3))).unwrap();
+    let peer = h.xdp.up[0].1;
+    let day = Instant::now() + std::time::Duration::from_secs(24 * 3600);
+    h.xdp.carried(peer).unwrap().activity.received(day);
+    h.server.handle_timeout(day, &mut h.xdp);
+    let events = h.pump(&mut bob, addr(3));
+    assert!(
+        matches!(closed(&events), Some(CloseReason::ServerRestart(m)) if m.contains("session timeout")),
+        "without it the client reconnects: {events:?}"
+    );
 }

@@ -1,0 +1,274 @@
+//! The admin API: `gateway serve` answers on a Unix socket (`admin.socket`, mode 0600)
+//! and `gateway connections` / `gateway terminate` ask it. One JSON request per line,
+//! one JSON response per line. What it offers follows AWS Client VPN's
+//! DescribeClientVpnConnections and TerminateClientVpnConnections.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr},
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 4096;
+/// How long a client waits for the gateway.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an admin client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Active connections and those that ended in the last 60 minutes.
+    Connections,
+    /// Ends connections: one by id, or every connection of a user (at most 5, as AWS).
+    Terminate(Selector),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    ConnectionId(String),
+    Username(String),
+}
+
+/// The gateway's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Connections { connections: Vec<Connection> },
+    Terminated { statuses: Vec<TerminateStatus> },
+    Error { message: String },
+}
+
+/// One connection, with AWS's DescribeClientVpnConnections fields in snake case.
+/// Ingress is from the client into the gateway, egress from the gateway to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    /// The certificate common name (mutual-certificate authentication has no other).
+    pub username: String,
+    pub common_name: String,
+    /// The leased address in the client CIDR.
+    pub client_ip: Option<Ipv4Addr>,
+    /// Where the client connects from.
+    pub remote: SocketAddr,
+    pub transport: String,
+    /// Unix seconds.
+    pub connection_established_time: Option<u64>,
+    pub connection_end_time: Option<u64>,
+    pub ingress_bytes: u64,
+    pub egress_bytes: u64,
+    pub ingress_packets: u64,
+    pub egress_packets: u64,
+    /// `active`, `terminating` or `terminated`.
+    pub status: String,
+    pub status_message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminateStatus {
+    pub connection_id: String,
+    pub previous_status: String,
+    pub current_status: String,
+}
+
+/// Binds the admin socket at `path`: the directory is created, a stale socket file is
+/// replaced (a live one — another gateway answering — is an error), and the socket is
+/// made readable and writable by its owner only.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} for the admin socket", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            bail!(
+                "admin.socket {}: another gateway is answering there",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale admin socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves admin clients on `listener`: each request goes to `requests` with a channel
+/// for the answer. Runs until the control plane stops taking requests.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    requests: tokio::sync::mpsc::Sender<(Request, tokio::sync::oneshot::Sender<Response>)>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+            let (reader, mut writer) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(reader.take(MAX_REQUEST as u64));
+            let response =
+                match tokio::time::timeout(CALL_TIMEOUT, reader.read_line(&mut line)).await {
+                    Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
+                        Ok(request) => {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            if requests.send((request, tx)).await.is_err() {
+                                return;
+                            }
+                            rx.await.unwrap_or(Response::Error {
+                                message: "the gateway is shutting down".into(),
+                            })
+                        }
+                        Err(e) => Response::Error {
+                            message: format!("bad request: {e}"),
+                        },
+                    },
+                    _ => return,
+                };
+            if let Ok(mut text) = serde_json::to_string(&response) {
+                text.push('\n');
+                let _ = writer.write_all(text.as_bytes()).await;
+            }
+        });
+    }
+}
+
+/// Asks the gateway answering at `path`.
+pub fn call(path: &Path, request: &Request) -> Result<Response> {
+    let mut stream = UnixStream::connect(path).with_context(|| {
+        format!(
+            "connecting to the admin socket {} (is `gateway serve` running with this config?)",
+            path.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(CALL_TIMEOUT))?;
+    stream.set_write_timeout(Some(CALL_TIMEOUT))?;
+    let mut text = serde_json::to_string(request)?;
+    text.push('\n');
+    stream.write_all(text.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .context("reading the gateway's answer")?;
+    serde_json::from_str(line.trim()).with_context(|| format!("the gateway answered {line:?}"))
+}
+
+/// Connections as a table for people.
+pub fn connections_table(connections: &[Connection]) -> String {
+    let mut out = format!(
+        "{:<33} {:<16} {:<15} {:<22} {:<5} {:<11} {:>12} {:>12}\n",
+        "CONNECTION", "USERNAME", "CLIENT IP", "REMOTE", "PROTO", "STATUS", "INGRESS B", "EGRESS B"
+    );
+    for c in connections {
+        out.push_str(&format!(
+            "{:<33} {:<16} {:<15} {:<22} {:<5} {:<11} {:>12} {:>12}\n",
+            c.connection_id,
+            c.username,
+            c.client_ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
+            c.remote.to_string(),
+            c.transport,
+            c.status,
+            c.ingress_bytes,
+            c.egress_bytes,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_have_a_stable_json_form() {
+        let terminate = Request::Terminate(Selector::Username("alice".into()));
+        let text = serde_json::to_string(&terminate).unwrap();
+        assert_eq!(text, r#"{"command":"terminate","username":"alice"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), terminate);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"connections"}"#).unwrap(),
+            Request::Connections
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
+        let error = Response::Error {
+            message: "x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"result":"error","message":"x"}"#
+        );
+    }
+
+    #[test]
+    fn a_request_round_trips_over_the_socket_and_a_live_socket_is_not_stolen() {
+        let dir = std::env::temp_dir().join(format!("gw-admin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub/admin.sock");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let listener = runtime.block_on(async { bind(&path) }).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        runtime.spawn(serve(listener, tx));
+        runtime.spawn(async move {
+            while let Some((request, reply)) = rx.recv().await {
+                let _ = reply.send(match request {
+                    Request::Connections => Response::Connections {
+                        connections: Vec::new(),
+                    },
+                    Request::Terminate(_) => Response::Error {
+                        message: "no such connection".into(),
+                    },
+                });
+            }
+        });
+        let client = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                (
+                    call(&path, &Request::Connections).unwrap(),
+                    call(
+                        &path,
+                        &Request::Terminate(Selector::ConnectionId("cvpn-connection-x".into())),
+                    )
+                    .unwrap(),
+                )
+            })
+        };
+        let (listed, refused) = runtime.block_on(async {
+            loop {
+                if client.is_finished() {
+                    break client.join().unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert_eq!(
+            listed,
+            Response::Connections {
+                connections: Vec::new()
+            }
+        );
+        assert!(matches!(refused, Response::Error { .. }));
+        // A second gateway with the same socket path is refused while the first answers.
+        let second = runtime.block_on(async { bind(&path) });
+        assert!(second.is_err(), "a live admin socket was replaced");
+        drop(runtime);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
