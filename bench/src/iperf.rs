@@ -1,5 +1,6 @@
 //! Scenario `iperf`: the stock OpenVPN 2.6 client and iperf3 TCP through our gateway and
-//! through the stock OpenVPN server, one after the other in the same lab, with the server
+//! through the stock OpenVPN server, one after the other in the same lab, in both
+//! directions (upload: client → target; download: target → client), with the server
 //! process's CPU time per byte and the machine's load; the ratio is the headline.
 
 use std::{
@@ -26,8 +27,32 @@ pub struct Side {
     pub machine_busy: f64,
 }
 
-/// Runs both sides for `seconds` each; `gateway_bin` is the release `gateway` binary.
-pub fn run(gateway_bin: &Path, seconds: u64, dir: &Path) -> Result<(Side, Side)> {
+/// Which way the bulk data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → target host (the client sends).
+    Upload,
+    /// Target host → client (`iperf3 -R`).
+    Download,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::Upload, Direction::Download];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        }
+    }
+}
+
+/// Ours and stock OpenVPN's result, per direction (in [`Direction::BOTH`] order).
+pub type Results = Vec<(Direction, Side, Side)>;
+
+/// Runs both sides for `seconds` per direction; `gateway_bin` is the release `gateway`
+/// binary.
+pub fn run(gateway_bin: &Path, seconds: u64, dir: &Path) -> Result<Results> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let pki = Pki::init(&dir.join("pki"), "Bench CA", "vpn.bench.test")?;
@@ -91,7 +116,11 @@ pub fn run(gateway_bin: &Path, seconds: u64, dir: &Path) -> Result<(Side, Side)>
     )?;
     let theirs = measure(&mut lab, &topo, stock, &profile, dir, "stock", seconds)?;
     lab.stop(stock)?;
-    Ok((ours, theirs))
+    Ok(Direction::BOTH
+        .iter()
+        .zip(ours.into_iter().zip(theirs))
+        .map(|(d, (o, s))| (*d, o, s))
+        .collect())
 }
 
 fn measure(
@@ -102,7 +131,7 @@ fn measure(
     dir: &Path,
     name: &str,
     seconds: u64,
-) -> Result<Side> {
+) -> Result<Vec<Side>> {
     let client_log = dir.join(format!("client-{name}.log"));
     let client = lab.spawn(
         &topo.client,
@@ -113,43 +142,52 @@ fn measure(
         read_log(&client_log).contains("Initialization Sequence Completed")
     })
     .with_context(|| read_log(&client_log))?;
-    let iperf_log = dir.join(format!("iperf3-{name}.log"));
-    let iperf = lab.spawn(
-        &topo.target,
-        &["iperf3", "-s", "-1", "-B", "10.10.0.10", "--forceflush"],
-        Some(&iperf_log),
-    )?;
-    wait_until("iperf3", Duration::from_secs(5), || {
-        read_log(&iperf_log).contains("listening")
-    })?;
-    let (busy0, total0) = machine_ticks()?;
-    let cpu0 = process_ticks(server.0)?;
-    let out = iperf_client(&topo.client, seconds)?;
-    let (busy1, total1) = machine_ticks()?;
-    let cpu1 = process_ticks(server.0)?;
-    let _ = lab.stop(iperf);
+    let mut sides = Vec::new();
+    for direction in Direction::BOTH {
+        let iperf_log = dir.join(format!("iperf3-{name}-{}.log", direction.name()));
+        let iperf = lab.spawn(
+            &topo.target,
+            &["iperf3", "-s", "-1", "-B", "10.10.0.10", "--forceflush"],
+            Some(&iperf_log),
+        )?;
+        wait_until("iperf3", Duration::from_secs(5), || {
+            read_log(&iperf_log).contains("listening")
+        })?;
+        let (busy0, total0) = machine_ticks()?;
+        let cpu0 = process_ticks(server.0)?;
+        let out = iperf_client(&topo.client, seconds, direction)?;
+        let (busy1, total1) = machine_ticks()?;
+        let cpu1 = process_ticks(server.0)?;
+        let _ = lab.stop(iperf);
+        let (bits_per_s, bytes) = iperf_summary(&out)?;
+        // USER_HZ is 100 on Linux.
+        let cpu_s = (cpu1 - cpu0) as f64 / 100.0;
+        sides.push(Side {
+            mbit_per_s: bits_per_s / 1e6,
+            cpu_s_per_gb: cpu_s / (bytes / 1e9),
+            machine_busy: (busy1 - busy0) as f64 / ((total1 - total0).max(1)) as f64,
+        });
+    }
     lab.stop(client)?;
-    let (bits_per_s, bytes) = iperf_summary(&out)?;
-    // USER_HZ is 100 on Linux.
-    let cpu_s = (cpu1 - cpu0) as f64 / 100.0;
-    Ok(Side {
-        mbit_per_s: bits_per_s / 1e6,
-        cpu_s_per_gb: cpu_s / (bytes / 1e9),
-        machine_busy: (busy1 - busy0) as f64 / ((total1 - total0).max(1)) as f64,
-    })
+    Ok(sides)
 }
 
-fn iperf_client(client: &Netns, seconds: u64) -> Result<String> {
-    client.exec(&[
+fn iperf_client(client: &Netns, seconds: u64, direction: Direction) -> Result<String> {
+    let seconds = seconds.to_string();
+    let mut args = vec![
         "iperf3",
         "-c",
         "10.10.0.10",
         "-t",
-        &seconds.to_string(),
+        &seconds,
         "-J",
         "--connect-timeout",
         "3000",
-    ])
+    ];
+    if direction == Direction::Download {
+        args.push("-R");
+    }
+    client.exec(&args)
 }
 
 /// Receiver bits per second and bytes from iperf3's JSON (its `end.sum_received`).

@@ -89,32 +89,39 @@ fn iperf_side_by_side(gateway_bin: &std::path::Path, seconds: u64) -> Result<()>
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("?").to_string();
     let dir = std::path::PathBuf::from("target/bench");
-    let (ours, stock) = iperf::run(&gateway_bin, seconds, &dir.join("iperf"))?;
+    let results = iperf::run(&gateway_bin, seconds, &dir.join("iperf"))?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "iperf3 TCP through the tunnel, stock OpenVPN 2.6 client, {seconds} s each ({cores} cores, load {load} before)"
+        "iperf3 TCP through the tunnel, stock OpenVPN 2.6 client, {seconds} s per direction and side ({cores} cores, load {load} before)"
     );
-    println!("{:<24}{:>10}{:>10}{:>8}", "", "ours", "stock", "ratio");
-    let rows = [
-        ("throughput", "Mbit/s", ours.mbit_per_s, stock.mbit_per_s),
-        (
-            "server CPU per GB",
+    println!("{:<34}{:>10}{:>10}{:>8}", "", "ours", "stock", "ratio");
+    let mut rows = Vec::new();
+    for (direction, ours, stock) in &results {
+        let d = direction.name();
+        rows.push((
+            format!("{d} throughput"),
+            "Mbit/s",
+            ours.mbit_per_s,
+            stock.mbit_per_s,
+        ));
+        rows.push((
+            format!("{d} server CPU per GB"),
             "s/GB",
             ours.cpu_s_per_gb,
             stock.cpu_s_per_gb,
-        ),
-        (
-            "machine busy",
+        ));
+        rows.push((
+            format!("{d} machine busy"),
             "fraction",
             ours.machine_busy,
             stock.machine_busy,
-        ),
-    ];
+        ));
+    }
     let mut json = Vec::new();
     for (name, unit, o, s) in rows {
         let ratio = if s > 0.0 { o / s } else { f64::NAN };
         println!(
-            "{:<24}{:>10.2}{:>10.2}{:>8.2}",
+            "{:<34}{:>10.2}{:>10.2}{:>8.2}",
             format!("{name} ({unit})"),
             o,
             s,

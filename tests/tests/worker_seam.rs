@@ -3,18 +3,21 @@
 //! workers in a gateway namespace; its client, in another namespace, pings the TAP's
 //! address through them. Also: spoofed sources are dropped and counted, a datagram the
 //! workers cannot open goes up to the control plane, a new client address is followed
-//! (and reported), and OCC_EXIT is reported.
+//! (and reported), OCC_EXIT is reported, and a burst the kernel coalesces (UDP GRO) is
+//! split back into its datagrams.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use gateway::{
     dataplane::{
+        batch::Batch,
         tap::Tap,
-        worker::{Carried, Peer, Report, Settings, Workers},
+        worker::{BATCH, Carried, Peer, Report, Settings, Workers},
     },
     serve::testing::{Harness, addr, established},
 };
@@ -150,9 +153,21 @@ fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
         "the workers stamp the session's activity"
     );
 
-    // A bulk burst: every one of 200 pings is answered (batches both ways).
+    // A bulk burst, sent as UDP GSO runs so that the workers' sockets get them coalesced
+    // (UDP GRO): every one of 200 pings is answered.
+    let gro_before = workers.totals().gro_reads;
+    let mut burst = Batch::new(BATCH);
     for seq in 100..300 {
-        send(&mut alice, &socket, &ping(lease, TAP_ADDR, seq));
+        alice
+            .send_data(Instant::now(), &ping(lease, TAP_ADDR, seq))
+            .unwrap();
+        let wire = alice.poll_transmit(Instant::now()).unwrap().contents;
+        let slot = burst.next_free().unwrap();
+        slot[..wire.len()].copy_from_slice(&wire);
+        assert!(burst.push(SocketAddr::from((GW, PORT)), 0, wire.len()));
+        if burst.is_full() || seq == 299 {
+            burst.send(socket.as_raw_fd(), &mut true);
+        }
     }
     let mut answered = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -164,6 +179,11 @@ fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
         }
     }
     assert_eq!(answered.len(), 200, "answered {} of 200", answered.len());
+    assert!(
+        workers.totals().gro_reads > gro_before,
+        "no coalesced read: {:?}",
+        workers.totals()
+    );
 
     // Another source address than the lease: dropped, counted, unanswered.
     let spoofed_before = workers.totals().spoofed;

@@ -36,7 +36,10 @@ use gateway_proto::{
 use mio::{Events, Interest, Poll, Token, Waker, unix::SourceFd};
 use tracing::{info, warn};
 
-use super::{batch::Batch, tap::Tap};
+use super::{
+    batch::{self, Batch},
+    tap::Tap,
+};
 
 /// Datagrams or frames handled per batch.
 pub const BATCH: usize = 32;
@@ -205,6 +208,10 @@ pub struct Stats {
     pub report_overflow: AtomicU64,
     /// Datagrams the kernel refused or could not take, and failed TAP writes.
     pub send_errors: AtomicU64,
+    /// UDP GSO sends (each several datagrams to one client).
+    pub gso_sends: AtomicU64,
+    /// UDP GRO reads (each several datagrams of one client).
+    pub gro_reads: AtomicU64,
 }
 
 /// Sums of the workers' counters.
@@ -220,6 +227,8 @@ pub struct Totals {
     pub truncated: u64,
     pub report_overflow: u64,
     pub send_errors: u64,
+    pub gso_sends: u64,
+    pub gro_reads: u64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -306,6 +315,8 @@ impl Workers {
                     if index == 0 {
                         control_socket = Some(socket.try_clone()?);
                     }
+                    // Best effort: without GRO every read is one datagram.
+                    let _ = batch::enable_gro(socket.as_raw_fd());
                     Some(mio::net::UdpSocket::from_std(socket))
                 }
                 None => None,
@@ -330,8 +341,9 @@ impl Workers {
                 inbox,
                 reports: settings.reports.clone(),
                 stats: counters.clone(),
-                rx: Batch::new(BATCH),
+                rx: Batch::with_slot_size(BATCH, batch::GRO_SLOT),
                 tx: Batch::new(BATCH),
+                gso: true,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("gw-worker-{index}"))
@@ -402,6 +414,8 @@ impl Workers {
             t.truncated += get(&s.truncated);
             t.report_overflow += get(&s.report_overflow);
             t.send_errors += get(&s.send_errors);
+            t.gso_sends += get(&s.gso_sends);
+            t.gro_reads += get(&s.gro_reads);
         }
         t
     }
@@ -449,6 +463,8 @@ struct Worker {
     stats: Arc<Stats>,
     rx: Batch,
     tx: Batch,
+    /// UDP GSO for runs of datagrams to one client (off once the kernel refuses it).
+    gso: bool,
 }
 
 /// What a worker does with an opened packet, decided before the buffer is rewritten.
@@ -549,9 +565,28 @@ impl Worker {
         n == self.rx.capacity()
     }
 
+    /// Received slot `i`: one datagram, or with UDP GRO several of one sender.
     fn datagram(&mut self, i: usize, now: Instant) {
-        let Some((from, slot, start, len)) = self.rx.datagram_mut(i) else {
+        let Some((from, _, start, len)) = self.rx.datagram_mut(i) else {
             add(&self.stats.truncated, 1);
+            return;
+        };
+        let segment = self.rx.segment_size(i).max(1);
+        if segment < len {
+            add(&self.stats.gro_reads, 1);
+        }
+        let end = start + len;
+        let mut at = start;
+        while at < end {
+            let n = segment.min(end - at);
+            self.packet(i, from, at, n, now);
+            at += n;
+        }
+    }
+
+    /// The datagram at `start..start + len` of received slot `i`, from `from`.
+    fn packet(&mut self, i: usize, from: SocketAddr, start: usize, len: usize, now: Instant) {
+        let Some((_, slot, _, _)) = self.rx.datagram_mut(i) else {
             return;
         };
         let packet = &mut slot[start..start + len];
@@ -668,8 +703,9 @@ impl Worker {
             && let Some(udp) = &self.udp
         {
             let queued = self.tx.len();
-            let sent = self.tx.send(udp.as_raw_fd());
-            add(&self.stats.send_errors, (queued - sent) as u64);
+            let sent = self.tx.send(udp.as_raw_fd(), &mut self.gso);
+            add(&self.stats.send_errors, (queued - sent.datagrams) as u64);
+            add(&self.stats.gso_sends, sent.gso_runs as u64);
         }
         self.tx.clear();
         more

@@ -328,13 +328,25 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                         truncated = w.truncated,
                         report_overflow = w.report_overflow,
                         send_errors = w.send_errors,
+                        gso_sends = w.gso_sends,
+                        gro_reads = w.gro_reads,
                         "counters"
                     );
                 }
             },
             _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp),
             _ = &mut shutdown => {
-                info!(sessions = server.sessions(), "shutting down");
+                let w = plane.workers.totals();
+                info!(
+                    sessions = server.sessions(),
+                    rx_packets = w.rx_packets,
+                    tx_packets = w.tx_packets,
+                    gso_sends = w.gso_sends,
+                    gro_reads = w.gro_reads,
+                    rx_dropped = w.rx_dropped,
+                    send_errors = w.send_errors,
+                    "shutting down"
+                );
                 server.close_all(Instant::now(), &mut plane);
                 flush(&mut server, &plane, &tap);
                 plane.workers.stop();
