@@ -299,9 +299,22 @@ fn a_stock_client_reaches_the_target_through_the_gateway() {
     if !privilege::check("a_stock_client_reaches_the_target_through_the_gateway") {
         return;
     }
-    let mut gw = Running::start("main", true);
+    let mut gw = Running::start_configured(
+        "main",
+        "tls-crypt",
+        "udp/1194",
+        "login_banner = \"Authorized use only, please\"",
+        |_| {},
+    );
     let client_log = gw.connect(&[]);
     let topo = &gw.topo;
+    // The login banner reaches the client as pushed `echo` lines (logged by the 2.6
+    // client, shown by OpenVPN GUI).
+    assert!(
+        read_log(&client_log).contains("Authorized use only%2C please"),
+        "{}",
+        read_log(&client_log)
+    );
 
     // ICMP through the tunnel and the XDP policy.
     topo.client

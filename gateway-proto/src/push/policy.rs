@@ -8,6 +8,7 @@ use super::{
     DhcpOption, DnsServer, Ifconfig, IfconfigIpv6, ProtocolFlags, PushConfig, RedirectGateway,
     Route, RouteIpv6, Topology,
 };
+use crate::key_method::Directive;
 use crate::key_method::{PeerInfo, ProtoFlags};
 
 /// Split or full tunnel (AWS `SplitTunnel`).
@@ -102,6 +103,9 @@ pub struct PushPolicy {
     pub features: ServerFeatures,
     /// Token to push.
     pub auth_token: Option<AuthToken>,
+    /// Options this policy does not model, sent last to every client as they are (e.g.
+    /// `echo` lines for GUIs). Must not repeat an option the fields above produce.
+    pub extra: Vec<Directive>,
 }
 
 impl PushPolicy {
@@ -187,6 +191,7 @@ impl PushPolicy {
             config.auth_token = Some(token.token.clone());
             config.auth_token_user = token.username_b64.clone();
         }
+        config.other.extend(self.extra.iter().cloned());
         config
     }
 }
@@ -245,6 +250,7 @@ mod tests {
             tun_mtu: Some(1500),
             features: implemented(),
             auth_token: None,
+            extra: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::{
 use gateway_ebpf_common::SessionInfo;
 use gateway_proto::{
     cookie::{CookieConfig, CookieKey, ResetRateLimiter},
+    key_method::Directive,
     packet::KeyId,
     packet::{ControlPacket, ControlRepr, Opcode, PeerId, peek_peer_id},
     push::{AuthFailure, KeepaliveSettings, PushPolicy, Route, RouteGateway, TunnelMode},
@@ -809,6 +810,11 @@ impl Server {
             tun_mtu: None,
             features: Default::default(),
             auth_token: None,
+            extra: e
+                .login_banner
+                .as_deref()
+                .map(|text| banner(&e.name, text))
+                .unwrap_or_default(),
         }
     }
 
@@ -842,6 +848,36 @@ impl Server {
             self.ended.push_back((Instant::now(), record));
         }
     }
+}
+
+/// The login banner as `echo` options: `msg` lines, then `msg-window` with the endpoint
+/// name as its title (OpenVPN GUI shows the lines in a window; the 2.6 command-line
+/// client logs every `echo` line). `%`, `,` and control characters are percent-encoded,
+/// since a push message cannot carry commas.
+pub fn banner(endpoint: &str, text: &str) -> Vec<Directive> {
+    fn encode(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            match c {
+                '%' | ',' => out.push_str(&format!("%{:02X}", c as u32)),
+                c if c.is_control() => {
+                    let mut bytes = [0u8; 4];
+                    for b in c.encode_utf8(&mut bytes).bytes() {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let echo = |kind: &str, text: &str| Directive {
+        name: "echo".into(),
+        args: vec![kind.into(), encode(text)],
+    };
+    let mut lines: Vec<Directive> = text.lines().map(|line| echo("msg", line)).collect();
+    lines.push(echo("msg-window", endpoint));
+    lines
 }
 
 /// The XDP map value for a session.

@@ -426,3 +426,32 @@ fn the_session_timeout_halts_or_restarts_the_client_as_configured() {
         "without it the client reconnects: {events:?}"
     );
 }
+
+#[test]
+fn the_login_banner_is_pushed_as_echo_lines() {
+    let mut h = Harness::new("banner", "10.200.0.0/22");
+    h.server.config.endpoint.login_banner = Some("Authorized use only, 100%\nBe nice".into());
+    let mut alice = h.client("alice");
+    let events = h.pump(&mut alice, addr(2));
+    let push = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Established(e) => e.push.clone(),
+            _ => None,
+        })
+        .expect("established with a push");
+    let echoes: Vec<Vec<String>> = push
+        .other
+        .iter()
+        .filter(|d| d.name == "echo")
+        .map(|d| d.args.clone())
+        .collect();
+    assert_eq!(
+        echoes,
+        [
+            vec!["msg".to_string(), "Authorized use only%2C 100%25".into()],
+            vec!["msg".into(), "Be nice".into()],
+            vec!["msg-window".into(), "t".into()],
+        ]
+    );
+}

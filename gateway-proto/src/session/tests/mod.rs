@@ -185,6 +185,7 @@ fn policy(keepalive: Option<KeepaliveSettings>) -> PushPolicy {
         tun_mtu: None,
         features: ServerFeatures::default(),
         auth_token: None,
+        extra: Vec::new(),
     }
 }
 
