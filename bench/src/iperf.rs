@@ -3,21 +3,12 @@
 //! directions (upload: client → target; download: target → client), with the server
 //! process's CPU time per byte and the machine's load; the ratio is the headline.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
-use anyhow::{Context, Result, bail};
-use gateway::{
-    config::Config,
-    export::{ProfileInputs, client_profile},
-    pki::Pki,
-};
-use gateway_tests::{
-    lab::{Lab, Netns, ProcessId, Topology, read_log, wait_until},
-    openvpn::{ServerFiles, spawn_stock_server},
-};
+use anyhow::{Context, Result};
+use gateway_tests::lab::{Lab, Netns, ProcessId, Topology, read_log, wait_until};
+
+use crate::bed::{Bed, Server, machine_ticks, process_ticks};
 
 /// One side's result.
 #[derive(Debug, Clone, Copy)]
@@ -53,69 +44,29 @@ pub type Results = Vec<(Direction, Side, Side)>;
 /// Runs both sides for `seconds` per direction; `gateway_bin` is the release `gateway`
 /// binary.
 pub fn run(gateway_bin: &Path, seconds: u64, dir: &Path) -> Result<Results> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let pki = Pki::init(&dir.join("pki"), "Bench CA", "vpn.bench.test")?;
-    pki.issue_client("alice", None)?;
-    let mut lab = Lab::new();
-    let topo = Topology::build(&mut lab)?;
-    topo.gateway
-        .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-    topo.target
-        .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])?;
-    let config_path = dir.join("gateway.toml");
-    std::fs::write(&config_path, config_text(&pki))?;
-    let config = Config::load(&config_path)?;
+    let mut bed = Bed::new(dir)?;
     let profile = dir.join("alice.ovpn");
-    std::fs::write(&profile, profile_text(&config, &pki)?)?;
-    let p = |path: &Path| path.to_string_lossy().into_owned();
-
-    // Ours.
-    let gw_log = dir.join("gateway.log");
-    let bin = p(gateway_bin);
-    let server = lab.spawn(
-        &topo.gateway,
-        &[&bin, "serve", "--config", &p(&config_path)],
-        Some(&gw_log),
-    )?;
-    wait_until("the gateway", Duration::from_secs(10), || {
-        read_log(&gw_log).contains("serving")
-    })
-    .with_context(|| read_log(&gw_log))?;
-    let ours = measure(&mut lab, &topo, server, &profile, dir, "ours", seconds)?;
-    lab.stop(server)?;
-
-    // Stock OpenVPN, with the target routing the tunnel network back through the gateway.
-    topo.target.exec(&[
-        "ip",
-        "route",
-        "add",
-        "10.8.0.0/24",
-        "via",
-        Topology::GATEWAY_TARGET_ADDR,
-    ])?;
-    let stock_log = dir.join("stock-server.log");
-    let stock = spawn_stock_server(
-        &mut lab,
-        &topo.gateway,
-        &ServerFiles {
-            ca_cert: &pki.ca_cert(),
-            server_cert: &pki.server_cert(),
-            server_key: &pki.server_key(),
-            tls_crypt_key: &pki.tls_crypt_key(),
-        },
-        Topology::GATEWAY_PUBLIC_ADDR,
-        &[
-            "--push",
-            "route 10.10.0.0 255.255.255.0",
-            "--keepalive",
-            "10",
-            "60",
-        ],
-        &stock_log,
-    )?;
-    let theirs = measure(&mut lab, &topo, stock, &profile, dir, "stock", seconds)?;
-    lab.stop(stock)?;
+    std::fs::write(&profile, bed.profile()?)?;
+    let mut sides = Vec::new();
+    for server in Server::BOTH {
+        let pid = bed.start(server, gateway_bin)?;
+        let name = match server {
+            Server::Ours => "ours",
+            Server::Stock => "stock",
+        };
+        sides.push(measure(
+            &mut bed.lab,
+            &bed.topo,
+            pid,
+            &profile,
+            dir,
+            name,
+            seconds,
+        )?);
+        bed.lab.stop(pid)?;
+    }
+    let theirs = sides.pop().context("stock side")?;
+    let ours = sides.pop().context("our side")?;
     Ok(Direction::BOTH
         .iter()
         .zip(ours.into_iter().zip(theirs))
@@ -153,10 +104,10 @@ fn measure(
         wait_until("iperf3", Duration::from_secs(5), || {
             read_log(&iperf_log).contains("listening")
         })?;
-        let (busy0, total0) = machine_ticks()?;
+        let (busy0, total0, _) = machine_ticks()?;
         let cpu0 = process_ticks(server.0)?;
         let out = iperf_client(&topo.client, seconds, direction)?;
-        let (busy1, total1) = machine_ticks()?;
+        let (busy1, total1, _) = machine_ticks()?;
         let cpu1 = process_ticks(server.0)?;
         let _ = lab.stop(iperf);
         let (bits_per_s, bytes) = iperf_summary(&out)?;
@@ -211,84 +162,6 @@ fn iperf_summary(json: &str) -> Result<(f64, f64)> {
     Ok((number("\"bits_per_second\"")?, number("\"bytes\"")?))
 }
 
-/// (busy, total) jiffies of all CPUs from /proc/stat.
-fn machine_ticks() -> Result<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v.len() < 7 {
-        bail!("unexpected /proc/stat: {line}");
-    }
-    // user nice system idle iowait irq softirq
-    let busy = v[0] + v[1] + v[2] + v[5] + v[6];
-    Ok((busy, busy + v[3] + v[4]))
-}
-
-/// utime + stime of a process, in jiffies.
-fn process_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may contain spaces: fields start after the closing parenthesis.
-    let rest = &stat[stat.rfind(')').context("unexpected /proc/pid/stat")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok(f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0))
-}
-
-fn config_text(pki: &Pki) -> String {
-    let p = |path: PathBuf| path.to_string_lossy().into_owned();
-    format!(
-        r#"[endpoint]
-name = "bench"
-listen = ["udp/1194"]
-split_tunnel = true
-remote_hosts = ["{}"]
-[tls]
-server_cert = "{}"
-server_key = "{}"
-client_ca = "{}"
-tls_crypt_key = "{}"
-[[target]]
-interface = "eth1"
-[[route]]
-destination = "10.10.0.0/24"
-target = "eth1"
-[[authorize]]
-destination = "10.10.0.0/24"
-all_users = true
-"#,
-        Topology::GATEWAY_PUBLIC_ADDR,
-        p(pki.server_cert()),
-        p(pki.server_key()),
-        p(pki.ca_cert()),
-        p(pki.tls_crypt_key()),
-    )
-}
-
-/// One profile for both servers: same CA, server name and tls-crypt key.
-fn profile_text(config: &Config, pki: &Pki) -> Result<String> {
-    let read = |p: PathBuf| std::fs::read_to_string(p);
-    let (ca, tc) = (read(pki.ca_cert())?, read(pki.tls_crypt_key())?);
-    let (cert, key) = (
-        read(pki.client_cert("alice"))?,
-        read(pki.client_key("alice"))?,
-    );
-    Ok(client_profile(
-        config,
-        &ProfileInputs {
-            remote_hosts: &config.endpoint.remote_hosts,
-            ca_pem: &ca,
-            server_name: "vpn.bench.test",
-            tls_crypt_key: Some(&tc),
-            tls_auth: None,
-            client: Some((&cert, &key)),
-        },
-    )?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +174,7 @@ mod tests {
             (1_000_000_000.5, 1_250_000_000.0)
         );
         assert!(iperf_summary("{}").is_err());
-        let (busy, total) = machine_ticks().unwrap();
+        let (busy, total, _) = machine_ticks().unwrap();
         assert!(total >= busy && total > 0);
         assert!(process_ticks(std::process::id()).is_ok());
     }

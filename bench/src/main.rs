@@ -1,46 +1,122 @@
-//! Benchmarks of the gateway (need root). `xdp`: nanoseconds per frame of the XDP
-//! programs through `BPF_PROG_TEST_RUN`. `iperf`: the stock OpenVPN client and iperf3
-//! through our gateway and through the stock OpenVPN server, side by side. The load
-//! generator and the other scenarios of the benchmarks issue come next.
+//! Benchmarks of the gateway (need root): `bench [SCENARIO] [--quick]`. Every scenario
+//! but `xdp` runs our gateway and the stock OpenVPN 2.6 server one after the other in
+//! the same namespace lab and reports ours, stock's and the ratio (see
+//! docs/benchmarks.md). `all` runs throughput, handshakes, latency and iperf; `--quick`
+//! is the few-minute smoke CI runs.
 
+mod bed;
 mod iperf;
+mod loadgen;
+mod report;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, ValueEnum};
 use gateway::xdp::Edge;
 use gateway_tests::{privilege, xdp};
 
+use crate::{
+    bed::Bed,
+    report::Report,
+    scenarios::{Size, handshakes, latency, smoke, throughput},
+};
+
 #[derive(Parser)]
-#[command(about = "Gateway benchmarks")]
+#[command(about = "Gateway benchmarks: ours against stock OpenVPN 2.6, side by side")]
 struct Cli {
-    #[command(subcommand)]
+    /// What to run.
+    #[arg(value_enum, default_value = "all")]
     scenario: Scenario,
+    /// The small, fast version (CI smoke; no thresholds).
+    #[arg(long)]
+    quick: bool,
+    /// The gateway binary (a release build).
+    #[arg(long, default_value = "target/release/gateway")]
+    gateway: PathBuf,
+    /// `iperf`: seconds of transfer per direction and side [default: 10, quick: 3].
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// `xdp`: runs per frame kind inside the kernel.
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
 }
 
-#[derive(Subcommand)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// ns/frame of the `edge` program for each kind of frame.
-    Xdp {
-        /// Runs per frame kind inside the kernel.
-        #[arg(long, default_value_t = 1_000_000)]
-        repeat: u32,
-    },
-    /// iperf3 TCP through our gateway and through stock OpenVPN, same lab and client.
-    Iperf {
-        /// Seconds of transfer per side.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// The gateway binary (a release build).
-        #[arg(long, default_value = "target/release/gateway")]
-        gateway: std::path::PathBuf,
-    },
+    /// throughput, handshakes, latency and iperf.
+    All,
+    /// Echo pps, Gbit/s and server CPU per packet by packet size and sessions.
+    Throughput,
+    /// Connect storms: sessions/s, p50/p99 handshake time, failures, memory per session.
+    Handshakes,
+    /// Round trips at 10, 50 and 90 % of each server's capacity.
+    Latency,
+    /// ns/frame of the `edge` XDP program through BPF_PROG_TEST_RUN.
+    Xdp,
+    /// iperf3 TCP with the stock client through each server, both directions.
+    Iperf,
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().scenario {
-        Scenario::Xdp { repeat } => xdp_edge(repeat),
-        Scenario::Iperf { seconds, gateway } => iperf_side_by_side(&gateway, seconds),
+    let cli = Cli::parse();
+    if cli.scenario == Scenario::Xdp {
+        return xdp_edge(cli.repeat);
     }
+    if let Some(reason) = privilege::missing() {
+        bail!("the benchmarks need root with BPF and namespaces: {reason}");
+    }
+    let gateway_bin = cli.gateway.canonicalize().with_context(|| {
+        format!(
+            "{} (build it with cargo build --release -p gateway)",
+            cli.gateway.display()
+        )
+    })?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_string();
+    let dir = std::env::current_dir()?.join("target/bench");
+    let size = Size { quick: cli.quick };
+    let mut report = Report::default();
+    let runs = |s: Scenario| cli.scenario == Scenario::All || cli.scenario == s;
+    let started = std::time::Instant::now();
+    if runs(Scenario::Throughput) || runs(Scenario::Handshakes) || runs(Scenario::Latency) {
+        loadgen::raise_fd_limit(65_536);
+        let mut bed = Bed::new(&dir.join("lab"))?;
+        smoke(&mut bed, &gateway_bin).context("the load generator's smoke run")?;
+        let mut capacity = None;
+        if runs(Scenario::Throughput) || runs(Scenario::Latency) {
+            capacity = Some(throughput(&mut bed, &gateway_bin, size, &mut report)?);
+        }
+        if runs(Scenario::Handshakes) {
+            handshakes(&mut bed, &gateway_bin, size, &mut report)?;
+        }
+        if runs(Scenario::Latency)
+            && let Some(capacity) = capacity
+        {
+            latency(&mut bed, &gateway_bin, size, capacity, &mut report)?;
+        }
+    }
+    if runs(Scenario::Iperf) {
+        let seconds = cli.seconds.unwrap_or(if cli.quick { 3 } else { 10 });
+        iperf_side_by_side(&gateway_bin, seconds, &dir, &mut report)?;
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "
+{cores} cores, load {load} before; {:.0} s in all{}",
+        started.elapsed().as_secs_f64(),
+        if cli.quick { " (quick)" } else { "" }
+    );
+    report.print();
+    let path = dir.join("latest.json");
+    report.write_json(&path, &load)?;
+    println!(
+        "
+written to {}",
+        path.display()
+    );
+    Ok(())
 }
 
 fn xdp_edge(repeat: u32) -> Result<()> {
@@ -76,66 +152,35 @@ fn xdp_edge(repeat: u32) -> Result<()> {
     Ok(())
 }
 
-fn iperf_side_by_side(gateway_bin: &std::path::Path, seconds: u64) -> Result<()> {
-    if let Some(reason) = privilege::missing() {
-        bail!("the iperf benchmark needs root with BPF and namespaces: {reason}");
-    }
-    let gateway_bin = gateway_bin.canonicalize().with_context(|| {
-        format!(
-            "{} (build it with cargo build --release -p gateway)",
-            gateway_bin.display()
-        )
-    })?;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load.split_whitespace().next().unwrap_or("?").to_string();
-    let dir = std::path::PathBuf::from("target/bench");
-    let results = iperf::run(&gateway_bin, seconds, &dir.join("iperf"))?;
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "iperf3 TCP through the tunnel, stock OpenVPN 2.6 client, {seconds} s per direction and side ({cores} cores, load {load} before)"
-    );
-    println!("{:<34}{:>10}{:>10}{:>8}", "", "ours", "stock", "ratio");
-    let mut rows = Vec::new();
-    for (direction, ours, stock) in &results {
+fn iperf_side_by_side(
+    gateway_bin: &Path,
+    seconds: u64,
+    dir: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    for (direction, ours, stock) in iperf::run(gateway_bin, seconds, &dir.join("iperf"))? {
         let d = direction.name();
-        rows.push((
-            format!("{d} throughput"),
+        report.row(
+            "iperf",
+            format!("{d}: throughput, {seconds} s (Mbit/s)"),
             "Mbit/s",
             ours.mbit_per_s,
-            stock.mbit_per_s,
-        ));
-        rows.push((
-            format!("{d} server CPU per GB"),
+            Some(stock.mbit_per_s),
+        );
+        report.row(
+            "iperf",
+            format!("{d}: server CPU per GB (s)"),
             "s/GB",
             ours.cpu_s_per_gb,
-            stock.cpu_s_per_gb,
-        ));
-        rows.push((
-            format!("{d} machine busy"),
+            Some(stock.cpu_s_per_gb),
+        );
+        report.row(
+            "iperf",
+            format!("{d}: machine busy"),
             "fraction",
             ours.machine_busy,
-            stock.machine_busy,
-        ));
-    }
-    let mut json = Vec::new();
-    for (name, unit, o, s) in rows {
-        let ratio = if s > 0.0 { o / s } else { f64::NAN };
-        println!(
-            "{:<34}{:>10.2}{:>10.2}{:>8.2}",
-            format!("{name} ({unit})"),
-            o,
-            s,
-            ratio
+            Some(stock.machine_busy),
         );
-        json.push(format!(
-            "{{\"scenario\":\"iperf\",\"name\":\"{name}\",\"unit\":\"{unit}\",\"ours\":{o:.4},\"stock\":{s:.4},\"ratio\":{ratio:.4},\"machine\":{{\"cores\":{cores},\"load_before\":\"{load}\"}}}}"
-        ));
     }
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("latest.json"),
-        format!("[\n{}\n]\n", json.join(",\n")),
-    )?;
-    println!("written to {}", dir.join("latest.json").display());
     Ok(())
 }

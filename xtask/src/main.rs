@@ -99,18 +99,17 @@ fn run_task(task: Task) -> Result<()> {
         }
         Task::Bench { args } => {
             setup::setup()?;
-            run::run(Command::new("cargo").args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "gateway",
-            ]))?;
-            run::run(
-                Command::new("cargo")
-                    .args(["run", "--quiet", "--release", "-p", "bench", "--"])
-                    .args(args),
-            )
+            bench(&args)
         }
     }
+}
+
+/// Builds the release gateway and runs the bench binary with `args`.
+pub fn bench(args: &[String]) -> Result<()> {
+    run::run(Command::new("cargo").args(["build", "--quiet", "--release", "-p", "gateway"]))?;
+    run::run(
+        Command::new("cargo")
+            .args(["run", "--quiet", "--release", "-p", "bench", "--"])
+            .args(args),
+    )
 }

@@ -62,6 +62,18 @@ pub fn test() -> Result<()> {
     section("fuzz smoke");
     let fuzzing = crate::fuzz::fuzz(&[], crate::fuzz::SMOKE_SECONDS);
 
+    section("benchmark smoke (cargo xtask bench --quick; figures only, no thresholds)");
+    let benchmark = match privilege::missing() {
+        None => crate::bench(&["--quick".to_string()]),
+        Some(reason) if ci => Err(anyhow::anyhow!(
+            "CI must run the benchmark smoke, but {reason}"
+        )),
+        Some(reason) => {
+            println!("WARNING: benchmark smoke SKIPPED: {reason}; run as root to include it");
+            Ok(())
+        }
+    };
+
     section("leftovers");
     // Every test process has ended, so any test namespace whose owner is gone leaked.
     let leaked = lab::remove_stale_namespaces()?;
@@ -71,6 +83,7 @@ pub fn test() -> Result<()> {
     println!("no test namespace left behind");
     let counts = tests?;
     fuzzing?;
+    benchmark.context("the benchmark smoke")?;
     println!(
         "all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -57,6 +57,10 @@ pub struct Endpoint {
     /// burst, before `edge` drops them; 0 = no limit.
     pub hard_reset_rate: u32,
     pub hard_reset_burst: u32,
+    /// Replies to new connections' resets (all sources together) per
+    /// `reset_replies_period`, as OpenVPN's `connect-freq-initial`; 0 = no limit.
+    pub reset_replies: u32,
+    pub reset_replies_period: Duration,
     /// Pushed as `ping`: seconds of silence after which each side sends a ping.
     pub keepalive_interval: u32,
     /// Pushed as `ping-restart`: the client restarts after this much silence; the server

@@ -72,6 +72,10 @@ pub struct RawEndpoint {
     pub hard_reset_rate: u32,
     #[serde(default = "default_hard_reset_burst")]
     pub hard_reset_burst: u32,
+    #[serde(default = "default_reset_replies")]
+    pub reset_replies: u32,
+    #[serde(default = "default_reset_replies_period")]
+    pub reset_replies_period_secs: u32,
     #[serde(default = "default_keepalive_interval")]
     pub keepalive_interval_secs: u32,
     #[serde(default = "default_keepalive_timeout")]
@@ -163,6 +167,14 @@ fn default_hard_reset_rate() -> u32 {
 
 fn default_hard_reset_burst() -> u32 {
     20
+}
+
+fn default_reset_replies() -> u32 {
+    100
+}
+
+fn default_reset_replies_period() -> u32 {
+    10
 }
 
 fn default_keepalive_interval() -> u32 {

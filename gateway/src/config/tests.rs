@@ -211,6 +211,11 @@ fn every_error_names_its_key() {
         ),
         (
             "name = \"corp-vpn\"",
+            "name = \"x\"\nreset_replies_period_secs = 0",
+            "endpoint.reset_replies_period_secs: 0 is not 1 to 3600 seconds",
+        ),
+        (
+            "name = \"corp-vpn\"",
             "name = \"x\"\nkeepalive_interval_secs = 0",
             "endpoint.keepalive_interval_secs: 0 is not 1 to 3600 seconds",
         ),

@@ -177,6 +177,12 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
             "must be at least 1 when endpoint.hard_reset_rate is set",
         );
     }
+    if !(1..=3600).contains(&raw.reset_replies_period_secs) {
+        p.add(
+            "endpoint.reset_replies_period_secs",
+            format!("{} is not 1 to 3600 seconds", raw.reset_replies_period_secs),
+        );
+    }
     if !(1..=MAX_KEEPALIVE_SECS).contains(&raw.keepalive_interval_secs) {
         p.add(
             "endpoint.keepalive_interval_secs",
@@ -221,6 +227,8 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
         remote_hosts: raw.remote_hosts.clone(),
         hard_reset_rate: raw.hard_reset_rate,
         hard_reset_burst: raw.hard_reset_burst,
+        reset_replies: raw.reset_replies,
+        reset_replies_period: Duration::from_secs(u64::from(raw.reset_replies_period_secs)),
         keepalive_interval: raw.keepalive_interval_secs,
         keepalive_timeout: raw.keepalive_timeout_secs,
     })

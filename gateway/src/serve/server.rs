@@ -122,6 +122,16 @@ pub struct Server {
     rng: ring::rand::SystemRandom,
 }
 
+/// The limit on stateless reset replies from `endpoint.reset_replies` per
+/// `reset_replies_period` (0: no limit).
+pub(super) fn reset_limiter(endpoint: &crate::config::Endpoint) -> ResetRateLimiter {
+    let count = match endpoint.reset_replies {
+        0 => u32::MAX,
+        n => n,
+    };
+    ResetRateLimiter::new(count, endpoint.reset_replies_period).unwrap_or_default()
+}
+
 /// Seconds since the Unix epoch, for the replay time of wrapped control packets.
 fn unix_now() -> u32 {
     SystemTime::now()
@@ -146,12 +156,13 @@ impl Server {
         )
         .map_err(|e| format!("cookie key: {e}"))?;
         let pool = AddressPool::new(config.endpoint.client_cidr);
+        let resets = reset_limiter(&config.endpoint);
         Ok(Self {
             config,
             session_config,
             wrap,
             cookie,
-            resets: ResetRateLimiter::default(),
+            resets,
             pool,
             clients: HashMap::new(),
             by_addr: HashMap::new(),

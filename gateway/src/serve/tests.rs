@@ -455,3 +455,22 @@ fn the_login_banner_is_pushed_as_echo_lines() {
         ]
     );
 }
+
+#[test]
+fn reset_replies_follow_the_configured_limit_and_zero_means_none() {
+    let h = Harness::new("resets", "10.200.0.0/22");
+    let mut endpoint = h.server.config.endpoint.clone();
+    assert_eq!(
+        (endpoint.reset_replies, endpoint.reset_replies_period),
+        (100, std::time::Duration::from_secs(10)),
+        "OpenVPN's connect-freq-initial default"
+    );
+    let now = Instant::now();
+    endpoint.reset_replies = 2;
+    let mut limited = super::server::reset_limiter(&endpoint);
+    assert!(limited.allow(now) && limited.allow(now));
+    assert!(!limited.allow(now), "a third reply within the period");
+    endpoint.reset_replies = 0;
+    let mut open = super::server::reset_limiter(&endpoint);
+    assert!((0..100_000).all(|_| open.allow(now)));
+}

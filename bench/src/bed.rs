@@ -1,0 +1,233 @@
+//! The test bed every server-against-server scenario uses: the three-namespace lab
+//! (client, gateway, target), one PKI, our gateway's configuration and the stock
+//! OpenVPN server's arguments, both serving the same client profile; and the CPU
+//! counters the figures are computed from.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use gateway::{
+    config::Config,
+    export::{ProfileInputs, client_profile},
+    pki::Pki,
+};
+use gateway_tests::{
+    lab::{Lab, ProcessId, Topology, read_log, wait_until},
+    openvpn::{ServerFiles, spawn_stock_server},
+};
+
+pub struct Bed {
+    pub lab: Lab,
+    pub topo: Topology,
+    pub pki: Pki,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub config: Config,
+    /// Whether the target routes the stock server's tunnel network back (added once).
+    stock_route: bool,
+}
+
+/// The server of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Ours,
+    Stock,
+}
+
+impl Server {
+    pub const BOTH: [Server; 2] = [Server::Ours, Server::Stock];
+}
+
+impl Bed {
+    /// A fresh lab and PKI under `dir` (emptied first).
+    pub fn new(dir: &Path) -> Result<Self> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let pki = Pki::init(&dir.join("pki"), "Bench CA", "vpn.bench.test")?;
+        pki.issue_client("alice", None)?;
+        let mut lab = Lab::new();
+        let topo = Topology::build(&mut lab)?;
+        topo.gateway
+            .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        topo.target
+            .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])?;
+        let config_path = dir.join("gateway.toml");
+        std::fs::write(&config_path, config_text(&pki, &dir.join("admin.sock")))?;
+        let config = Config::load(&config_path)?;
+        Ok(Self {
+            lab,
+            topo,
+            pki,
+            dir: dir.to_path_buf(),
+            config_path,
+            config,
+            stock_route: false,
+        })
+    }
+
+    /// The profile stock clients use with either server.
+    pub fn profile(&self) -> Result<String> {
+        profile_text(&self.config, &self.pki)
+    }
+
+    /// Starts `server` in the gateway namespace; our gateway is the release binary
+    /// `gateway_bin`. Returns its pid.
+    pub fn start(&mut self, server: Server, gateway_bin: &Path) -> Result<ProcessId> {
+        match server {
+            Server::Ours => {
+                let log = self.dir.join("gateway.log");
+                let p = |path: &Path| path.to_string_lossy().into_owned();
+                let pid = self.lab.spawn(
+                    &self.topo.gateway,
+                    &[&p(gateway_bin), "serve", "--config", &p(&self.config_path)],
+                    Some(&log),
+                )?;
+                wait_until("the gateway", Duration::from_secs(10), || {
+                    read_log(&log).contains("serving")
+                })
+                .with_context(|| read_log(&log))?;
+                Ok(pid)
+            }
+            Server::Stock => {
+                if !self.stock_route {
+                    // The target routes the stock server's tunnel network back through
+                    // the gateway host.
+                    self.topo.target.exec(&[
+                        "ip",
+                        "route",
+                        "add",
+                        "10.8.0.0/24",
+                        "via",
+                        Topology::GATEWAY_TARGET_ADDR,
+                    ])?;
+                    self.stock_route = true;
+                }
+                let log = self.dir.join("stock-server.log");
+                spawn_stock_server(
+                    &mut self.lab,
+                    &self.topo.gateway,
+                    &ServerFiles {
+                        ca_cert: &self.pki.ca_cert(),
+                        server_cert: &self.pki.server_cert(),
+                        server_key: &self.pki.server_key(),
+                        tls_crypt_key: &self.pki.tls_crypt_key(),
+                    },
+                    Topology::GATEWAY_PUBLIC_ADDR,
+                    &[
+                        "--push",
+                        "route 10.10.0.0 255.255.255.0",
+                        "--keepalive",
+                        "10",
+                        "60",
+                        // Many sessions with one certificate, and no connect-rate cap.
+                        "--duplicate-cn",
+                        "--max-clients",
+                        "60000",
+                        "--connect-freq-initial",
+                        "1000000",
+                        "1",
+                    ],
+                    &log,
+                )
+            }
+        }
+    }
+}
+
+/// CPU jiffies from /proc/stat: (busy, total, softirq) over all CPUs.
+pub fn machine_ticks() -> Result<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 7 {
+        bail!("unexpected /proc/stat: {line}");
+    }
+    // user nice system idle iowait irq softirq
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6];
+    Ok((busy, busy + v[3] + v[4], v[6]))
+}
+
+/// utime + stime of a process (all its threads), in jiffies.
+pub fn process_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may contain spaces: fields start after the closing parenthesis.
+    let rest = &stat[stat.rfind(')').context("unexpected /proc/pid/stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0))
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+fn config_text(pki: &Pki, admin: &Path) -> String {
+    let p = |path: PathBuf| path.to_string_lossy().into_owned();
+    format!(
+        r#"[endpoint]
+name = "bench"
+listen = ["udp/1194"]
+split_tunnel = true
+remote_hosts = ["{}"]
+# Connect storms come from one address, as fast as the server takes them (the stock
+# server gets the same: --connect-freq-initial 1000000 1).
+hard_reset_rate = 0
+reset_replies = 0
+[tls]
+server_cert = "{}"
+server_key = "{}"
+client_ca = "{}"
+tls_crypt_key = "{}"
+[[target]]
+interface = "eth1"
+[[route]]
+destination = "10.10.0.0/24"
+target = "eth1"
+[[authorize]]
+destination = "10.10.0.0/24"
+all_users = true
+[admin]
+socket = "{}"
+"#,
+        Topology::GATEWAY_PUBLIC_ADDR,
+        p(pki.server_cert()),
+        p(pki.server_key()),
+        p(pki.ca_cert()),
+        p(pki.tls_crypt_key()),
+        admin.display(),
+    )
+}
+
+/// One profile for both servers: same CA, server name and tls-crypt key.
+fn profile_text(config: &Config, pki: &Pki) -> Result<String> {
+    let read = |p: PathBuf| std::fs::read_to_string(p);
+    let (ca, tc) = (read(pki.ca_cert())?, read(pki.tls_crypt_key())?);
+    let (cert, key) = (
+        read(pki.client_cert("alice"))?,
+        read(pki.client_key("alice"))?,
+    );
+    Ok(client_profile(
+        config,
+        &ProfileInputs {
+            remote_hosts: &config.endpoint.remote_hosts,
+            ca_pem: &ca,
+            server_name: "vpn.bench.test",
+            tls_crypt_key: Some(&tc),
+            tls_auth: None,
+            client: Some((&cert, &key)),
+        },
+    )?)
+}
