@@ -16,7 +16,7 @@ use gateway::{
 };
 use gateway_tests::{
     lab::{Lab, ProcessId, Topology, read_log, wait_until},
-    openvpn::{ServerFiles, spawn_stock_server},
+    openvpn::{ServerFiles, spawn_stock_server_with_netmask},
 };
 
 pub struct Bed {
@@ -54,6 +54,9 @@ impl Bed {
             .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         topo.target
             .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])?;
+        // Tens of thousands of generated sessions, each on its own port.
+        topo.client
+            .exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"])?;
         let config_path = dir.join("gateway.toml");
         std::fs::write(&config_path, config_text(&pki, &dir.join("admin.sock")))?;
         let config = Config::load(&config_path)?;
@@ -99,14 +102,15 @@ impl Bed {
                         "ip",
                         "route",
                         "add",
-                        "10.8.0.0/24",
+                        "10.8.0.0/16",
                         "via",
                         Topology::GATEWAY_TARGET_ADDR,
                     ])?;
                     self.stock_route = true;
                 }
                 let log = self.dir.join("stock-server.log");
-                spawn_stock_server(
+                // A /16 pool, as ours: room for the biggest connect storm.
+                spawn_stock_server_with_netmask(
                     &mut self.lab,
                     &self.topo.gateway,
                     &ServerFiles {
@@ -116,6 +120,7 @@ impl Bed {
                         tls_crypt_key: &self.pki.tls_crypt_key(),
                     },
                     Topology::GATEWAY_PUBLIC_ADDR,
+                    "255.255.0.0",
                     &[
                         "--push",
                         "route 10.10.0.0 255.255.255.0",
@@ -180,6 +185,8 @@ fn config_text(pki: &Pki, admin: &Path) -> String {
         r#"[endpoint]
 name = "bench"
 listen = ["udp/1194"]
+# Room for the biggest connect storm (the stock server gets a /16 too).
+client_cidr = "10.200.0.0/16"
 split_tunnel = true
 remote_hosts = ["{}"]
 # Connect storms come from one address, as fast as the server takes them (the stock

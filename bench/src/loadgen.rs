@@ -103,6 +103,7 @@ pub fn connect(
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 4096];
     let mut ready: Vec<usize> = pending.keys().copied().collect();
+    let mut next_scan = Instant::now();
     while !pending.is_empty() && started.elapsed() < deadline {
         let now = Instant::now();
         let mut done = Vec::new();
@@ -158,24 +159,20 @@ pub fn connect(
                 _ => failures += 1,
             }
         }
-        let next_timer = pending
-            .values()
-            .filter_map(|(s, _)| s.poll_timeout())
-            .min()
-            .map_or(Duration::from_millis(50), |t| {
-                t.saturating_duration_since(Instant::now())
-            })
-            .min(Duration::from_millis(50));
-        poll.poll(&mut events, Some(next_timer))?;
+        // Events, then (every few milliseconds, not per event: thousands of sessions)
+        // the sessions whose timers are due.
+        poll.poll(&mut events, Some(Duration::from_millis(5)))?;
         ready.extend(events.iter().map(|e| e.token().0));
-        // Timers: sessions whose deadline passed get a turn too.
         let now = Instant::now();
-        ready.extend(
-            pending
-                .iter()
-                .filter(|(_, (s, _))| s.poll_timeout().is_some_and(|t| t <= now))
-                .map(|(i, _)| *i),
-        );
+        if now >= next_scan {
+            next_scan = now + Duration::from_millis(20);
+            ready.extend(
+                pending
+                    .iter()
+                    .filter(|(_, (s, _))| s.poll_timeout().is_some_and(|t| t <= now))
+                    .map(|(i, _)| *i),
+            );
+        }
         ready.sort_unstable();
         ready.dedup();
     }

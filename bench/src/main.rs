@@ -1,14 +1,16 @@
 //! Benchmarks of the gateway (need root): `bench [SCENARIO] [--quick]`. Every scenario
 //! but `xdp` runs our gateway and the stock OpenVPN 2.6 server one after the other in
 //! the same namespace lab and reports ours, stock's and the ratio (see
-//! docs/benchmarks.md). `all` runs throughput, handshakes, latency and iperf; `--quick`
+//! docs/benchmarks.md). `all` runs throughput, handshakes, sessions, latency, xdp and iperf; `--quick`
 //! is the few-minute smoke CI runs.
 
 mod bed;
 mod iperf;
 mod loadgen;
+mod plots;
 mod report;
 mod scenarios;
+mod xdp_scale;
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +22,7 @@ use gateway_tests::{privilege, xdp};
 use crate::{
     bed::Bed,
     report::Report,
-    scenarios::{Size, handshakes, latency, smoke, throughput},
+    scenarios::{Size, handshakes, latency, sessions, smoke, throughput},
 };
 
 #[derive(Parser)]
@@ -45,15 +47,18 @@ struct Cli {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// throughput, handshakes, latency and iperf.
+    /// throughput, handshakes, sessions, latency, xdp and iperf.
     All,
     /// Echo pps, Gbit/s and server CPU per packet by packet size and sessions.
     Throughput,
-    /// Connect storms: sessions/s, p50/p99 handshake time, failures, memory per session.
+    /// Connect storms: sessions/s, p50/p99 handshake time, failures.
     Handshakes,
+    /// Server memory per idle session at 1k, 10k and 50k sessions.
+    Sessions,
     /// Round trips at 10, 50 and 90 % of each server's capacity.
     Latency,
-    /// ns/frame of the `edge` XDP program through BPF_PROG_TEST_RUN.
+    /// ns/packet of the XDP programs through BPF_PROG_TEST_RUN: `edge` per frame kind,
+    /// `inner` and `target` at 1, 1,000 and 16,384 routes and rules with 100,000 NAT flows.
     Xdp,
     /// iperf3 TCP with the stock client through each server, both directions.
     Iperf,
@@ -61,9 +66,6 @@ enum Scenario {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if cli.scenario == Scenario::Xdp {
-        return xdp_edge(cli.repeat);
-    }
     if let Some(reason) = privilege::missing() {
         bail!("the benchmarks need root with BPF and namespaces: {reason}");
     }
@@ -80,7 +82,13 @@ fn main() -> Result<()> {
     let mut report = Report::default();
     let runs = |s: Scenario| cli.scenario == Scenario::All || cli.scenario == s;
     let started = std::time::Instant::now();
-    if runs(Scenario::Throughput) || runs(Scenario::Handshakes) || runs(Scenario::Latency) {
+    let generated = [
+        Scenario::Throughput,
+        Scenario::Handshakes,
+        Scenario::Sessions,
+        Scenario::Latency,
+    ];
+    if generated.into_iter().any(runs) {
         loadgen::raise_fd_limit(65_536);
         let mut bed = Bed::new(&dir.join("lab"))?;
         smoke(&mut bed, &gateway_bin).context("the load generator's smoke run")?;
@@ -91,11 +99,18 @@ fn main() -> Result<()> {
         if runs(Scenario::Handshakes) {
             handshakes(&mut bed, &gateway_bin, size, &mut report)?;
         }
+        if runs(Scenario::Sessions) {
+            sessions(&mut bed, &gateway_bin, size, &mut report)?;
+        }
         if runs(Scenario::Latency)
             && let Some(capacity) = capacity
         {
             latency(&mut bed, &gateway_bin, size, capacity, &mut report)?;
         }
+    }
+    if runs(Scenario::Xdp) {
+        xdp_edge(cli.repeat, &mut report)?;
+        xdp_scale::run(&mut report, cli.quick)?;
     }
     if runs(Scenario::Iperf) {
         let seconds = cli.seconds.unwrap_or(if cli.quick { 3 } else { 10 });
@@ -103,26 +118,21 @@ fn main() -> Result<()> {
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "
-{cores} cores, load {load} before; {:.0} s in all{}",
+        "\n{cores} cores, load {load} before; {:.0} s in all{}",
         started.elapsed().as_secs_f64(),
         if cli.quick { " (quick)" } else { "" }
     );
     report.print();
     let path = dir.join("latest.json");
     report.write_json(&path, &load)?;
-    println!(
-        "
-written to {}",
-        path.display()
-    );
+    println!("\nwritten to {}", path.display());
+    for plot in plots::draw(&report, &dir)? {
+        println!("plot: {}", plot.display());
+    }
     Ok(())
 }
 
-fn xdp_edge(repeat: u32) -> Result<()> {
-    if let Some(reason) = privilege::missing() {
-        bail!("the xdp benchmark needs root with BPF: {reason}");
-    }
+fn xdp_edge(repeat: u32, report: &mut Report) -> Result<()> {
     let edge = Edge::load().context("loading edge")?;
     let (client, gateway) = ([198, 51, 100, 2], [198, 51, 100, 1]);
     let frames = [
@@ -144,10 +154,15 @@ fn xdp_edge(repeat: u32) -> Result<()> {
         ),
         ("arp", xdp::frame::ethernet(0x0806, &[0; 28])),
     ];
-    println!("edge via BPF_PROG_TEST_RUN, {repeat} runs each (mean per frame):");
     for (name, frame) in &frames {
         let per_run = xdp::time_per_run(edge.program(), frame, repeat)?;
-        println!("  {name:<12} {:>6} ns", per_run.as_nanos());
+        report.row(
+            "xdp",
+            format!("edge, {name}, {repeat} runs (ns)"),
+            "ns",
+            per_run.as_nanos() as f64,
+            None,
+        );
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ pub struct Row {
 #[derive(Default)]
 pub struct Report {
     pub rows: Vec<Row>,
+    /// What `plots::draw` draws.
+    pub plots: Vec<crate::plots::Plot>,
 }
 
 impl Report {
@@ -37,6 +39,38 @@ impl Report {
             ours,
             stock,
         });
+    }
+
+    /// Adds `point` to series `series` of plot `file` (created with the titles given the
+    /// first time).
+    #[allow(clippy::too_many_arguments)]
+    pub fn point(
+        &mut self,
+        file: &'static str,
+        title: &'static str,
+        x: &'static str,
+        y: &'static str,
+        series: String,
+        point: (f64, f64),
+    ) {
+        let index = match self.plots.iter().position(|p| p.file == file) {
+            Some(i) => i,
+            None => {
+                self.plots.push(crate::plots::Plot {
+                    file,
+                    title,
+                    x,
+                    y,
+                    series: Vec::new(),
+                });
+                self.plots.len() - 1
+            }
+        };
+        let plot = &mut self.plots[index];
+        match plot.series.iter_mut().find(|(name, _)| *name == series) {
+            Some((_, points)) => points.push(point),
+            None => plot.series.push((series, vec![point])),
+        }
     }
 
     /// The table, grouped by scenario in the order rows came.

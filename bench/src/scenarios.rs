@@ -53,6 +53,16 @@ impl Size {
         if self.quick { 2 } else { 5 }
     }
 
+    /// Idle-session counts for `sessions`, ours; the stock server is measured at the
+    /// first only (its connect rate makes bigger storms take many minutes).
+    fn idle_counts(self) -> &'static [usize] {
+        if self.quick {
+            &[100]
+        } else {
+            &[1_000, 10_000, 50_000]
+        }
+    }
+
     fn storm_sizes(self) -> &'static [usize] {
         if self.quick { &[50] } else { &[1_000, 10_000] }
     }
@@ -246,6 +256,17 @@ pub fn throughput(
         for &sessions in size.session_counts() {
             let (o, s) = (flows[0][k], flows[1][k]);
             let label = format!("{sessions} sess, {packet} B");
+            for (server, flow) in [("ours", o), ("stock", s)] {
+                report.point(
+                    "throughput.png",
+                    "Echo throughput through the server",
+                    "inner packet size (bytes)",
+                    "echoes per second (thousands)",
+                    format!("{server}, {sessions} sessions"),
+                    (packet as f64, flow.down_pps / 1e3),
+                );
+            }
+
             let gbit = |pps: f64| pps * packet as f64 * 8.0 / 1e9;
             report.row(
                 "throughput",
@@ -375,21 +396,28 @@ pub fn handshakes(
         let mut results = Vec::new();
         for server in Server::BOTH {
             let pid = bed.start(server, gateway_bin)?;
-            let rss_before = rss_kib(pid.0)?;
             let storm = storm(bed, &config, count)?;
-            let rss_after = rss_kib(pid.0)?;
             let established = storm.conns.len();
             results.push((
                 established as f64 / storm.elapsed.as_secs_f64(),
                 storm.handshakes.value_at_quantile(0.5) as f64 / 1e3,
                 storm.handshakes.value_at_quantile(0.99) as f64 / 1e3,
                 storm.failures as f64,
-                (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / established.max(1) as f64,
             ));
             drop(storm);
             bed.lab.stop(pid)?;
         }
         let (o, s) = (results[0], results[1]);
+        for (server, r) in [("ours", o), ("stock", s)] {
+            report.point(
+                "handshakes.png",
+                "Connect storm",
+                "sessions started at once",
+                "sessions established per second",
+                server.to_string(),
+                (count as f64, r.0),
+            );
+        }
         let label = format!("storm of {count}");
         report.row(
             "handshakes",
@@ -419,15 +447,78 @@ pub fn handshakes(
             o.3,
             Some(s.3),
         );
-        report.row(
-            "sessions",
-            format!("{label}: server RSS growth per session (bytes)"),
-            "bytes",
-            o.4,
-            Some(s.4),
-        );
     }
     Ok(())
+}
+
+/// `sessions`: the server's memory with many idle sessions (keepalive running): resident
+/// memory growth per established session, and the BPF maps (preallocated, so the same
+/// at any count).
+pub fn sessions(bed: &mut Bed, gateway_bin: &Path, size: Size, report: &mut Report) -> Result<()> {
+    let config = client_config(bed)?;
+    let counts = size.idle_counts();
+    for (i, &count) in counts.iter().enumerate() {
+        let mut per_session = [f64::NAN; 2];
+        let mut maps = 0.0;
+        for (s, server) in Server::BOTH.into_iter().enumerate() {
+            if server == Server::Stock && i > 0 {
+                continue;
+            }
+            let pid = bed.start(server, gateway_bin)?;
+            let before = rss_kib(pid.0)?;
+            let storm = storm(bed, &config, count)?;
+            // Idle for a moment: keepalive timers run, nothing else.
+            std::thread::sleep(Duration::from_secs(2));
+            let after = rss_kib(pid.0)?;
+            let established = storm.conns.len();
+            if established == 0 {
+                bail!("no session connected to {}", name(server));
+            }
+            per_session[s] = after.saturating_sub(before) as f64 * 1024.0 / established as f64;
+            if server == Server::Ours {
+                maps = bpf_map_bytes(pid.0)? as f64;
+            }
+            drop(storm);
+            bed.lab.stop(pid)?;
+        }
+        let stock = (i == 0).then_some(per_session[1]);
+        report.row(
+            "sessions",
+            format!("{count} idle sessions: server memory per session (bytes)"),
+            "bytes",
+            per_session[0],
+            stock,
+        );
+        if i == 0 {
+            report.row(
+                "sessions",
+                "BPF maps, preallocated for 65,536 sessions (MiB)".into(),
+                "MiB",
+                maps / (1024.0 * 1024.0),
+                None,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of the BPF maps a process holds (`memlock` of its map descriptors).
+fn bpf_map_bytes(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        if !text.contains("map_type:") {
+            continue;
+        }
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
 }
 
 /// `latency`: round trips at 10, 50 and 90 % of each server's capacity (`capacity`, echo
@@ -492,9 +583,20 @@ pub fn latency(
                 results[0][f][q],
                 Some(results[1][f][q]),
             );
+            if q < 2 {
+                for (server, r) in [("ours", &results[0]), ("stock", &results[1])] {
+                    report.point(
+                        "latency.png",
+                        "Round trip at a fraction of each server's capacity",
+                        "load (% of the server's measured capacity)",
+                        "round-trip time (µs)",
+                        format!("{server} {quantile}"),
+                        (fraction * 100.0, r[f][q]),
+                    );
+                }
+            }
         }
     }
-    let _ = config;
     Ok(())
 }
 

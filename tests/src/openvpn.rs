@@ -15,6 +15,9 @@ pub struct ServerFiles<'a> {
     pub tls_crypt_key: &'a Path,
 }
 
+/// The tunnel network of [`spawn_stock_server`]: 10.8.0.0/24.
+pub const TUNNEL_NETMASK: &str = "255.255.255.0";
+
 /// Starts `openvpn` as a UDP server in `ns` on `local`:1194 with the tunnel network
 /// 10.8.0.0/24 (topology subnet, the server at 10.8.0.1), tls-crypt and no DH, plus
 /// `extra` options, logging to `log`. Returns once the server reports
@@ -27,13 +30,27 @@ pub fn spawn_stock_server(
     extra: &[&str],
     log: &Path,
 ) -> Result<ProcessId> {
+    spawn_stock_server_with_netmask(lab, ns, files, local, TUNNEL_NETMASK, extra, log)
+}
+
+/// As [`spawn_stock_server`], with the tunnel network 10.8.0.0 under `netmask` (a
+/// bigger address pool for many clients, e.g. 255.255.0.0).
+pub fn spawn_stock_server_with_netmask(
+    lab: &mut Lab,
+    ns: &Netns,
+    files: &ServerFiles,
+    local: &str,
+    netmask: &str,
+    extra: &[&str],
+    log: &Path,
+) -> Result<ProcessId> {
     let mut args = vec![
         "openvpn",
         "--dev",
         "tun",
         "--server",
         "10.8.0.0",
-        "255.255.255.0",
+        netmask,
         "--topology",
         "subnet",
         "--proto",

@@ -14,7 +14,7 @@ use crate::run::{capture, run};
 /// Debian packages the build and the tests need.
 ///
 /// LLVM 22 is what bpf-linker links against; the rest are the real peers and tools
-/// that the lab, the end-to-end tests and the demo drive.
+/// that the lab, the end-to-end tests, the demo and the benchmarks drive.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -28,6 +28,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     "openvpn",
     "iperf3",
+    // The text of the benchmark plots.
+    "fonts-dejavu-core",
 ];
 
 /// The bpf-linker release that builds with rustc 1.95 against Debian's LLVM 22.

@@ -4,7 +4,8 @@
 //! `serve::serve` feeds it datagrams, stream packets, TAP packets and time.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -119,6 +120,11 @@ pub struct Server {
     pub outbox: Vec<Datagram>,
     /// Connections that ended, newest last, with when they ended.
     ended: VecDeque<(Instant, Connection)>,
+    /// Session deadlines, earliest first; an entry counts only while it matches
+    /// `scheduled` (older ones are skipped when they surface), so that finding the next
+    /// deadline and the due sessions never walks every session.
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    scheduled: HashMap<u32, Instant>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -173,6 +179,8 @@ impl Server {
             dropped: 0,
             outbox: Vec::new(),
             ended: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            scheduled: HashMap::new(),
             rng: ring::rand::SystemRandom::new(),
         })
     }
@@ -393,47 +401,78 @@ impl Server {
     }
 
     /// The earliest time any session needs `handle_timeout`.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.clients
-            .values()
-            .filter_map(|c| c.session.poll_timeout())
-            .min()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, peer_id))) = self.timers.peek() {
+            if self.scheduled.get(&peer_id) == Some(&at) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
-    /// Runs the timers that are due, and ends sessions past the session timeout.
-    pub fn handle_timeout(&mut self, now: Instant, dp: &mut dyn DataPath) {
-        for c in self.clients.values_mut() {
-            c.session
-                .note_data_activity(c.activity.last_received(), c.activity.last_sent());
+    /// When session `c` needs `handle_timeout` next: its own timers, and the session
+    /// timeout.
+    fn deadline(&self, c: &Client) -> Option<Instant> {
+        let limit = c
+            .established_at
+            .filter(|_| c.ending.is_none())
+            .and_then(|t| t.checked_add(self.config.endpoint.session_timeout));
+        match (c.session.poll_timeout(), limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        let due: Vec<u32> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.session.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for peer_id in due {
-            if let Some(c) = self.clients.get_mut(&peer_id) {
-                c.session.handle_timeout(now);
+    }
+
+    /// Files the session's next deadline (after anything that may have changed it).
+    fn schedule(&mut self, peer_id: u32) {
+        let deadline = self.clients.get(&peer_id).and_then(|c| self.deadline(c));
+        match deadline {
+            Some(at) if self.scheduled.get(&peer_id) != Some(&at) => {
+                self.scheduled.insert(peer_id, at);
+                self.timers.push(Reverse((at, peer_id)));
             }
-            self.drive(peer_id, now, dp);
+            Some(_) => {}
+            None => {
+                self.scheduled.remove(&peer_id);
+            }
+        }
+    }
+
+    /// Runs the timers that are due, and ends sessions past the session timeout. Only
+    /// the sessions whose deadline passed are touched; a keepalive deadline is checked
+    /// against the data plane's activity stamps first.
+    pub fn handle_timeout(&mut self, now: Instant, dp: &mut dyn DataPath) {
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, peer_id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.scheduled.get(&peer_id) == Some(&at) {
+                self.scheduled.remove(&peer_id);
+                due.push(peer_id);
+            }
         }
         let limit = self.config.endpoint.session_timeout;
-        let expired: Vec<u32> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| {
-                c.ending.is_none()
-                    && c.established_at
-                        .is_some_and(|t| now.duration_since(t) >= limit)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for peer_id in expired {
-            if let Some(c) = self.clients.get(&peer_id) {
-                info!(peer_id, cn = %c.common_name, "session timeout reached");
+        for peer_id in due {
+            let Some(c) = self.clients.get_mut(&peer_id) else {
+                continue;
+            };
+            c.session
+                .note_data_activity(c.activity.last_received(), c.activity.last_sent());
+            if c.session.poll_timeout().is_some_and(|t| t <= now) {
+                c.session.handle_timeout(now);
             }
-            self.end(now, peer_id, Ending::SessionTimeout, dp);
+            let expired = c.ending.is_none()
+                && c.established_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= limit);
+            if expired {
+                info!(peer_id, cn = %c.common_name, "session timeout reached");
+                self.end(now, peer_id, Ending::SessionTimeout, dp);
+            } else {
+                self.drive(peer_id, now, dp);
+            }
         }
     }
 
@@ -614,6 +653,7 @@ impl Server {
             }
             let Some(event) = client.session.poll_event() else {
                 self.sync_data_plane(peer_id, dp);
+                self.schedule(peer_id);
                 return;
             };
             match event {
@@ -833,6 +873,7 @@ impl Server {
         let Some(client) = self.clients.remove(&peer_id) else {
             return;
         };
+        self.scheduled.remove(&peer_id);
         if client.carried.is_some() {
             dp.carry(peer_id, None);
         }
