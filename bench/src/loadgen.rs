@@ -637,14 +637,27 @@ pub fn sockets(local: Ipv4Addr, server: SocketAddr, count: usize) -> io::Result<
         .collect()
 }
 
-/// Raises the open-file limit so that thousands of sessions fit.
-pub fn raise_fd_limit(want: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: want as libc::rlim_t,
-        rlim_max: want as libc::rlim_t,
+/// Raises the open-file limit towards `want` (each session is a socket) as far as the
+/// hard limit allows; returns the limit in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit reads one rlimit from a live local.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    // SAFETY: getrlimit and setrlimit read or write one rlimit, a live local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: (want as libc::rlim_t).min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return raised.rlim_cur as u64;
+        }
+    }
+    limit.rlim_cur as u64
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ fn main() -> Result<()> {
         Scenario::Latency,
     ];
     if generated.into_iter().any(runs) {
-        loadgen::raise_fd_limit(65_536);
+        let files = loadgen::raise_fd_limit(65_536);
         let mut bed = Bed::new(&dir.join("lab"))?;
         smoke(&mut bed, &gateway_bin).context("the load generator's smoke run")?;
         let mut capacity = None;
@@ -100,7 +100,7 @@ fn main() -> Result<()> {
             handshakes(&mut bed, &gateway_bin, size, &mut report)?;
         }
         if runs(Scenario::Sessions) {
-            sessions(&mut bed, &gateway_bin, size, &mut report)?;
+            sessions(&mut bed, &gateway_bin, size, files, &mut report)?;
         }
         if runs(Scenario::Latency)
             && let Some(capacity) = capacity

@@ -187,6 +187,8 @@ struct Flow {
     down_pps: f64,
     cpu_ns_per_packet: f64,
     busy: f64,
+    /// Probes sent that never came back (either way), as a fraction.
+    loss: f64,
 }
 
 /// `throughput`; returns each server's echo capacity (pps) at 512-byte packets (or the
@@ -231,10 +233,10 @@ pub fn throughput(
             for &sessions in size.session_counts() {
                 let before = reflector.packets();
                 let meter = CpuMeter::start(pid.0)?;
-                let (received, elapsed) = with_sessions(&mut storm.conns, sessions, |c| {
+                let (sent, received, elapsed) = with_sessions(&mut storm.conns, sessions, |c| {
                     let out =
                         loadgen::pump(c, reflector_addr(), load(packet, sessions, duration, None))?;
-                    Ok((out.conns, (out.received, out.elapsed)))
+                    Ok((out.conns, (out.sent, out.received, out.elapsed)))
                 })?;
                 let (cpu_s, busy) = meter.stop()?;
                 let up = reflector.packets() - before;
@@ -244,6 +246,7 @@ pub fn throughput(
                     down_pps: received as f64 / secs,
                     cpu_ns_per_packet: cpu_s * 1e9 / (up + received).max(1) as f64,
                     busy,
+                    loss: sent.saturating_sub(received) as f64 / sent.max(1) as f64,
                 };
                 k += 1;
             }
@@ -302,6 +305,13 @@ pub fn throughput(
                 "fraction",
                 o.busy,
                 Some(s.busy),
+            );
+            report.row(
+                "throughput",
+                format!("{label}: probes lost"),
+                "fraction",
+                o.loss,
+                Some(s.loss),
             );
             k += 1;
         }
@@ -454,7 +464,13 @@ pub fn handshakes(
 /// `sessions`: the server's memory with many idle sessions (keepalive running): resident
 /// memory growth per established session, and the BPF maps (preallocated, so the same
 /// at any count).
-pub fn sessions(bed: &mut Bed, gateway_bin: &Path, size: Size, report: &mut Report) -> Result<()> {
+pub fn sessions(
+    bed: &mut Bed,
+    gateway_bin: &Path,
+    size: Size,
+    open_files: u64,
+    report: &mut Report,
+) -> Result<()> {
     let config = client_config(bed)?;
     let counts = size.idle_counts();
     for (i, &count) in counts.iter().enumerate() {
@@ -466,11 +482,25 @@ pub fn sessions(bed: &mut Bed, gateway_bin: &Path, size: Size, report: &mut Repo
             }
             let pid = bed.start(server, gateway_bin)?;
             let before = rss_kib(pid.0)?;
-            let storm = storm(bed, &config, count)?;
+            // In chunks that fit the open-file limit: a chunk's sockets close once its
+            // sessions are up, and the server keeps those sessions (silent clients)
+            // until ping-restart, two minutes, far beyond this measurement.
+            let chunk = (open_files as usize).saturating_sub(512).max(1);
+            let mut established = 0;
+            let mut kept = Vec::new();
+            let mut left = count;
+            while left > 0 {
+                let storm = storm(bed, &config, left.min(chunk))?;
+                left -= left.min(chunk);
+                established += storm.conns.len();
+                kept.push(storm);
+                if count > chunk {
+                    kept.clear();
+                }
+            }
             // Idle for a moment: keepalive timers run, nothing else.
             std::thread::sleep(Duration::from_secs(2));
             let after = rss_kib(pid.0)?;
-            let established = storm.conns.len();
             if established == 0 {
                 bail!("no session connected to {}", name(server));
             }
@@ -478,7 +508,7 @@ pub fn sessions(bed: &mut Bed, gateway_bin: &Path, size: Size, report: &mut Repo
             if server == Server::Ours {
                 maps = bpf_map_bytes(pid.0)? as f64;
             }
-            drop(storm);
+            drop(kept);
             bed.lab.stop(pid)?;
         }
         let stock = (i == 0).then_some(per_session[1]);
