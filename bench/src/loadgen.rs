@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use gateway::dataplane::batch::Batch;
 use gateway_proto::{
     data::{DATA_V2_OVERHEAD, Plaintext},
-    packet::{Opcode, peek_header},
+    packet::peek_header,
     session::{ClientConfig, DataChannel, Event, Session},
 };
 use hdrhistogram::Histogram;
@@ -468,43 +468,11 @@ fn run_thread(
                 }
             }
         }
-        for (_, conn) in conns.iter_mut().filter(|_| load.calibrate.is_none()) {
-            let fd = conn.socket.as_raw_fd();
-            while let Ok(n) = rx.recv(fd, 0) {
-                got_any = true;
-                let now_ns = nanos(epoch);
-                for i in 0..n {
-                    let Some((_, slot, start, len)) = rx.datagram_mut(i) else {
-                        continue;
-                    };
-                    let packet = &mut slot[start..start + len];
-                    match peek_header(packet) {
-                        Ok((Opcode::DataV2 | Opcode::DataV1, key_id)) => {
-                            let Some(key) = conn.data.key(key_id) else {
-                                continue;
-                            };
-                            let Ok(opened) =
-                                key.opening.open_shared(packet, &key.replay, Instant::now())
-                            else {
-                                continue;
-                            };
-                            if let Ok(Plaintext::Packet(p)) =
-                                Plaintext::classify(&packet[opened.plaintext])
-                                && let Some(sent_ns) = probe_time(p)
-                            {
-                                received += 1;
-                                let _ = rtt.record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
-                            }
-                        }
-                        _ => {
-                            let bytes = packet.to_vec();
-                            let _ = conn.session.handle_datagram(Instant::now(), &bytes);
-                        }
-                    }
-                }
-                if n < rx.capacity() {
-                    break;
-                }
+        if load.calibrate.is_none() {
+            for (_, conn) in conns.iter_mut() {
+                let (got, echoes) = receive_echoes(conn, &mut rx, &mut rtt, epoch, true);
+                got_any |= got;
+                received += echoes;
             }
         }
         // Session timers (keepalive, control retransmits) now and then.
@@ -532,28 +500,9 @@ fn run_thread(
     while load.calibrate.is_none() && Instant::now() < drain_until && received < sent {
         let mut got_any = false;
         for (_, conn) in conns.iter_mut() {
-            let fd = conn.socket.as_raw_fd();
-            if let Ok(n) = rx.recv(fd, 0) {
-                got_any = true;
-                let now_ns = nanos(epoch);
-                for i in 0..n {
-                    let Some((_, slot, start, len)) = rx.datagram_mut(i) else {
-                        continue;
-                    };
-                    let packet = &mut slot[start..start + len];
-                    if let Ok((Opcode::DataV2 | Opcode::DataV1, key_id)) = peek_header(packet)
-                        && let Some(key) = conn.data.key(key_id)
-                        && let Ok(opened) =
-                            key.opening.open_shared(packet, &key.replay, Instant::now())
-                        && let Ok(Plaintext::Packet(p)) =
-                            Plaintext::classify(&packet[opened.plaintext])
-                        && let Some(sent_ns) = probe_time(p)
-                    {
-                        received += 1;
-                        let _ = rtt.record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
-                    }
-                }
-            }
+            let (got, echoes) = receive_echoes(conn, &mut rx, &mut rtt, epoch, false);
+            got_any |= got;
+            received += echoes;
         }
         if !got_any {
             std::thread::sleep(Duration::from_millis(1));
@@ -572,6 +521,50 @@ fn run_thread(
         rtt,
         conns,
     })
+}
+
+/// Receives what waits on `conn`'s socket (all of it, or one batch unless `drain`):
+/// echoes are opened, timed into `rtt` and counted; control packets go to the session.
+/// Returns whether anything arrived, and the echoes.
+fn receive_echoes(
+    conn: &mut Conn,
+    rx: &mut Batch,
+    rtt: &mut Histogram<u64>,
+    epoch: Instant,
+    drain: bool,
+) -> (bool, u64) {
+    let fd = conn.socket.as_raw_fd();
+    let (mut got_any, mut echoes) = (false, 0);
+    while let Ok(n) = rx.recv(fd, 0) {
+        got_any = true;
+        let now_ns = nanos(epoch);
+        for i in 0..n {
+            let Some((_, slot, start, len)) = rx.datagram_mut(i) else {
+                continue;
+            };
+            let packet = &mut slot[start..start + len];
+            let Ok((opcode, key_id)) = peek_header(packet) else {
+                continue;
+            };
+            if !opcode.is_data() {
+                let bytes = packet.to_vec();
+                let _ = conn.session.handle_datagram(Instant::now(), &bytes);
+                continue;
+            }
+            if let Some(key) = conn.data.key(key_id)
+                && let Ok(opened) = key.opening.open_shared(packet, &key.replay, Instant::now())
+                && let Ok(Plaintext::Packet(p)) = Plaintext::classify(&packet[opened.plaintext])
+                && let Some(sent_ns) = probe_time(p)
+            {
+                echoes += 1;
+                let _ = rtt.record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+            }
+        }
+        if !drain || n < rx.capacity() {
+            break;
+        }
+    }
+    (got_any, echoes)
 }
 
 /// Writes a probe into `buf` (its whole length): IPv4/UDP from `lease` to `reflector`

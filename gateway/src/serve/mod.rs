@@ -316,37 +316,12 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                 let counts = (server.dropped, server.spoofed, plane.workers.totals());
                 if counts != logged {
                     logged = counts;
-                    let w = counts.2;
-                    info!(
-                        sessions = server.sessions(),
-                        dropped = counts.0,
-                        spoofed = counts.1 + w.spoofed,
-                        rx_packets = w.rx_packets,
-                        tx_packets = w.tx_packets,
-                        rx_dropped = w.rx_dropped,
-                        no_session = w.no_session,
-                        truncated = w.truncated,
-                        report_overflow = w.report_overflow,
-                        send_errors = w.send_errors,
-                        gso_sends = w.gso_sends,
-                        gro_reads = w.gro_reads,
-                        "counters"
-                    );
+                    log_counters("counters", &server, &counts.2);
                 }
             },
             _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp),
             _ = &mut shutdown => {
-                let w = plane.workers.totals();
-                info!(
-                    sessions = server.sessions(),
-                    rx_packets = w.rx_packets,
-                    tx_packets = w.tx_packets,
-                    gso_sends = w.gso_sends,
-                    gro_reads = w.gro_reads,
-                    rx_dropped = w.rx_dropped,
-                    send_errors = w.send_errors,
-                    "shutting down"
-                );
+                log_counters("shutting down", &server, &plane.workers.totals());
                 server.close_all(Instant::now(), &mut plane);
                 flush(&mut server, &plane, &tap);
                 plane.workers.stop();
@@ -356,6 +331,25 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         }
         flush(&mut server, &plane, &tap);
     }
+}
+
+/// One log line with the control plane's and the workers' counters.
+fn log_counters(message: &str, server: &Server, w: &worker::Totals) {
+    info!(
+        sessions = server.sessions(),
+        dropped = server.dropped,
+        spoofed = server.spoofed + w.spoofed,
+        rx_packets = w.rx_packets,
+        tx_packets = w.tx_packets,
+        rx_dropped = w.rx_dropped,
+        no_session = w.no_session,
+        truncated = w.truncated,
+        report_overflow = w.report_overflow,
+        send_errors = w.send_errors,
+        gso_sends = w.gso_sends,
+        gro_reads = w.gro_reads,
+        "{message}"
+    );
 }
 
 /// The server role's session settings from the TLS material: the three AEAD ciphers in

@@ -398,33 +398,28 @@ fn connections_are_listed_and_terminate_halts_the_client_and_releases_everything
 #[test]
 fn the_session_timeout_halts_or_restarts_the_client_as_configured() {
     use gateway_proto::session::CloseReason;
-    let mut h = Harness::new("session-timeout", "10.200.0.0/22");
-    let mut bob = h.client("bob");
-    established(&h.pump(&mut bob, addr(3))).unwrap();
-    let peer = h.xdp.up[0].1;
-    // A busy day: the data plane keeps hearing from bob until the 24-hour limit.
-    let day = Instant::now() + std::time::Duration::from_secs(24 * 3600);
-    h.xdp.carried(peer).unwrap().activity.received(day);
-    h.server.handle_timeout(day, &mut h.xdp);
-    let events = h.pump(&mut bob, addr(3));
-    assert!(
-        matches!(closed(&events), Some(CloseReason::ServerHalt(m)) if m.contains("session timeout")),
-        "disconnect_on_session_timeout (default) halts: {events:?}"
-    );
-
-    let mut h = Harness::new("session-timeout-restart", "10.200.0.0/22");
-    h.server.config.endpoint.disconnect_on_session_timeout = false;
-    let mut bob = h.client("bob");
-    established(&h.pump(&mut bob, addr(3))).unwrap();
-    let peer = h.xdp.up[0].1;
-    let day = Instant::now() + std::time::Duration::from_secs(24 * 3600);
-    h.xdp.carried(peer).unwrap().activity.received(day);
-    h.server.handle_timeout(day, &mut h.xdp);
-    let events = h.pump(&mut bob, addr(3));
-    assert!(
-        matches!(closed(&events), Some(CloseReason::ServerRestart(m)) if m.contains("session timeout")),
-        "without it the client reconnects: {events:?}"
-    );
+    for disconnect in [true, false] {
+        let mut h = Harness::new(&format!("session-timeout-{disconnect}"), "10.200.0.0/22");
+        h.server.config.endpoint.disconnect_on_session_timeout = disconnect;
+        let mut bob = h.client("bob");
+        established(&h.pump(&mut bob, addr(3))).unwrap();
+        let peer = h.xdp.up[0].1;
+        // A busy day: the data plane keeps hearing from bob until the 24-hour limit.
+        let day = Instant::now() + std::time::Duration::from_secs(24 * 3600);
+        h.xdp.carried(peer).unwrap().activity.received(day);
+        h.server.handle_timeout(day, &mut h.xdp);
+        let events = h.pump(&mut bob, addr(3));
+        let told = match closed(&events) {
+            Some(CloseReason::ServerHalt(m)) => ("halt", m),
+            Some(CloseReason::ServerRestart(m)) => ("restart", m),
+            other => panic!("bob was not told: {other:?}"),
+        };
+        // With disconnect_on_session_timeout (the default) the client stops (HALT);
+        // without it, it reconnects (RESTART).
+        let expected = if disconnect { "halt" } else { "restart" };
+        assert_eq!(told.0, expected, "{events:?}");
+        assert!(told.1.contains("session timeout"), "{events:?}");
+    }
 }
 
 #[test]
