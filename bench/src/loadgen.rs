@@ -643,14 +643,14 @@ pub fn raise_fd_limit(want: u64) -> u64 {
             return 1024;
         }
         let raised = libc::rlimit {
-            rlim_cur: (want as libc::rlim_t).min(limit.rlim_max),
+            rlim_cur: want.min(limit.rlim_max),
             rlim_max: limit.rlim_max,
         };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-            return raised.rlim_cur as u64;
+            return raised.rlim_cur;
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 #[cfg(test)]
