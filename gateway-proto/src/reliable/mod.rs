@@ -362,6 +362,25 @@ pub struct Reliable {
     recent_acks: VecDeque<u32>,
 }
 
+impl Reliable {
+    /// Frees the buffers that are empty now (the handshake's flights are over): an idle
+    /// session keeps only what it holds. They grow again when needed.
+    pub fn release_spare_capacity(&mut self) {
+        fn release<T>(queue: &mut VecDeque<T>) {
+            if queue.is_empty() && queue.capacity() > 0 {
+                *queue = VecDeque::new();
+            }
+        }
+        release(&mut self.pending);
+        release(&mut self.readable);
+        release(&mut self.fresh_acks);
+        release(&mut self.recent_acks);
+        if self.in_flight.is_empty() && self.in_flight.capacity() > 0 {
+            self.in_flight = Vec::new();
+        }
+    }
+}
+
 fn is_reset(opcode: Opcode) -> bool {
     matches!(
         opcode,

@@ -263,6 +263,9 @@ impl Session {
         if let Err(reason) = result {
             self.finish(reason);
         }
+        if let Some(key) = self.keys.get_mut(index) {
+            key.release_spare_capacity();
+        }
     }
 
     /// Sends what a key has queued right away (a TLS alert before closing).

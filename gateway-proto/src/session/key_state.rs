@@ -133,6 +133,16 @@ impl KeyState {
         Ok(())
     }
 
+    /// Frees buffers that are empty (see [`Reliable::release_spare_capacity`]).
+    pub fn release_spare_capacity(&mut self) {
+        for buffer in [&mut self.incoming, &mut self.plaintext] {
+            if buffer.is_empty() && buffer.capacity() > 0 {
+                *buffer = Vec::new();
+            }
+        }
+        self.reliable.release_spare_capacity();
+    }
+
     /// Moves TLS output into the reliability layer, once the peer's reset for this key_id
     /// arrived (TLS starts after the reset exchange, §4.3).
     pub fn flush_tls(&mut self) -> Result<(), CloseReason> {
