@@ -210,6 +210,11 @@ fn every_error_names_its_key() {
             "dataplane.mode: \"dpdk\" is not one of",
         ),
         (
+            "workers = 2",
+            "workers = 300",
+            "dataplane.workers: 300 workers; at most 256, one per queue of the TAP device",
+        ),
+        (
             "name = \"corp-vpn\"",
             "name = \"x\"\nreset_replies_period_secs = 0",
             "endpoint.reset_replies_period_secs: 0 is not 1 to 3600 seconds",

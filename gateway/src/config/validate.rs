@@ -19,7 +19,8 @@ const STANDARD_PORTS: [u16; 2] = [443, 1194];
 const SESSION_TIMEOUT_HOURS: [u32; 4] = [8, 10, 12, 24];
 const MAX_DNS_SERVERS: usize = 2;
 const MAX_BANNER_CHARS: usize = 1400;
-const MAX_WORKERS: usize = 1024;
+/// One worker per TAP queue; Linux gives a TAP device at most 256 queues.
+const MAX_WORKERS: usize = crate::dataplane::tap::MAX_QUEUES;
 const MAX_KEEPALIVE_SECS: u32 = 3600;
 
 /// Collects errors while validating.
@@ -516,7 +517,7 @@ fn dataplane(raw: &RawConfig, p: &mut Problems) -> Dataplane {
         p.add(
             "dataplane.workers",
             format!(
-                "{} workers; at most {MAX_WORKERS} (0 = one per core)",
+                "{} workers; at most {MAX_WORKERS}, one per queue of the TAP device (0 = one per core)",
                 raw.dataplane.workers
             ),
         );

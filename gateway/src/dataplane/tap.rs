@@ -9,6 +9,9 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
+/// Most queues Linux gives a TAP device (`MAX_TAP_QUEUES`).
+pub const MAX_QUEUES: usize = 256;
+
 /// A multi-queue TAP device; dropping the last queue removes it.
 pub struct Tap {
     name: String,

@@ -265,9 +265,9 @@ pub struct Workers {
 /// The number of workers `count` asks for (0 = one per allowed CPU).
 pub fn worker_count(count: usize) -> usize {
     if count > 0 {
-        return count;
+        return count.min(super::tap::MAX_QUEUES);
     }
-    allowed_cpus().len().max(1)
+    allowed_cpus().len().clamp(1, super::tap::MAX_QUEUES)
 }
 
 fn allowed_cpus() -> Vec<usize> {
