@@ -321,10 +321,9 @@ pub const INNER_PROGRAM: &str = "inner";
 pub const INNER_STATS_MAP: &str = "INNER_STATS";
 /// Hash map: leased client address (network byte order) → [`SessionInfo`].
 pub const SESSIONS_MAP: &str = "SESSIONS";
-/// LPM tries: destination network → [`RouteValue`], one per rule-set generation.
-pub const ROUTES_MAPS: [&str; 2] = ["ROUTES_0", "ROUTES_1"];
-/// LPM tries: destination network → [`AuthzValue`], one per rule-set generation.
-pub const AUTHZ_MAPS: [&str; 2] = ["AUTHZ_0", "AUTHZ_1"];
+/// LPM tries: destination network → [`PolicyValue`] (route and authorization rule
+/// together), one per rule-set generation.
+pub const POLICY_MAPS: [&str; 2] = ["POLICY_0", "POLICY_1"];
 /// Array of one u32: which generation (0 or 1) of routes and rules is in force.
 /// `inner` reads it once per packet, so a packet sees one whole rule set.
 pub const POLICY_GENERATION_MAP: &str = "POLICY_GENERATION";
@@ -332,6 +331,24 @@ pub const POLICY_GENERATION_MAP: &str = "POLICY_GENERATION";
 pub const MAX_SESSIONS: u32 = 65_536;
 pub const MAX_ROUTES: u32 = 16_384;
 pub const MAX_AUTHZ_RULES: u32 = 16_384;
+/// Prefixes of the merged policy trie: every route network and every rule network.
+pub const MAX_POLICY_PREFIXES: u32 = MAX_ROUTES + MAX_AUTHZ_RULES;
+
+/// Value of the policy LPM trie, whose prefixes are every route network and every
+/// authorization-rule network: for the most specific of them that contains a
+/// destination, the most specific route and the most specific rule containing that
+/// prefix. Because prefixes nest, these are the route and the rule the destination's
+/// own longest-prefix matches would find, so one lookup answers both.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValue {
+    pub route: RouteValue,
+    pub rule: AuthzValue,
+    /// Non-zero when a route covers the prefix.
+    pub has_route: u32,
+    /// Non-zero when an authorization rule covers the prefix.
+    pub has_rule: u32,
+}
 
 /// A live session as the policy sees it, keyed by its leased address.
 #[repr(C)]
@@ -471,6 +488,9 @@ mod pod {
     unsafe impl aya::Pod for super::SessionInfo {}
     // SAFETY: #[repr(C)], a u32 and a byte array, no padding.
     unsafe impl aya::Pod for super::RouteValue {}
+    // SAFETY: #[repr(C)], u32 fields and two Pod structs of 8 and 40 bytes (56 bytes,
+    // no padding).
+    unsafe impl aya::Pod for super::PolicyValue {}
     // SAFETY: #[repr(C)], byte arrays and explicit padding only (16 bytes).
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: #[repr(C)], byte arrays then two u32 (16 bytes, no padding).

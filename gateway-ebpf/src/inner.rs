@@ -10,8 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_ebpf_common::{
-    AuthzValue, FlowKey, InnerConfig, InnerStat, MAX_AUTHZ_RULES, MAX_ROUTES, MAX_SESSIONS,
-    RouteValue, SessionInfo,
+    FlowKey, InnerConfig, InnerStat, MAX_POLICY_PREFIXES, MAX_SESSIONS, PolicyValue, SessionInfo,
 };
 
 use crate::{
@@ -35,15 +34,10 @@ static INNER_CONFIG: Array<InnerConfig> = Array::with_max_entries(1, 0);
 #[map(name = "POLICY_GENERATION")]
 static POLICY_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
-#[map(name = "ROUTES_0")]
-static ROUTES_0: LpmTrie<[u8; 4], RouteValue> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
-#[map(name = "ROUTES_1")]
-static ROUTES_1: LpmTrie<[u8; 4], RouteValue> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
-
-#[map(name = "AUTHZ_0")]
-static AUTHZ_0: LpmTrie<[u8; 4], AuthzValue> = LpmTrie::with_max_entries(MAX_AUTHZ_RULES, 0);
-#[map(name = "AUTHZ_1")]
-static AUTHZ_1: LpmTrie<[u8; 4], AuthzValue> = LpmTrie::with_max_entries(MAX_AUTHZ_RULES, 0);
+#[map(name = "POLICY_0")]
+static POLICY_0: LpmTrie<[u8; 4], PolicyValue> = LpmTrie::with_max_entries(MAX_POLICY_PREFIXES, 0);
+#[map(name = "POLICY_1")]
+static POLICY_1: LpmTrie<[u8; 4], PolicyValue> = LpmTrie::with_max_entries(MAX_POLICY_PREFIXES, 0);
 
 #[map(name = "TARGET_DEVS")]
 static TARGET_DEVS: DevMapHash = DevMapHash::with_max_entries(64, 0);
@@ -85,11 +79,13 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     // SAFETY: the value is only read, within this program run.
     let session = unsafe { SESSIONS.get(ip.src) }.ok_or(InnerStat::Spoofed)?;
     let destination = Key::new(32, ip.dst);
-    // One read of the generation: the route and the rule come from the same rule set.
-    let (routes, rules) = match POLICY_GENERATION.get(0) {
-        Some(1) => (&ROUTES_1, &AUTHZ_1),
-        _ => (&ROUTES_0, &AUTHZ_0),
+    // One read of the generation: the route and the rule come from the same rule set,
+    // and from one lookup (see `PolicyValue`).
+    let policy = match POLICY_GENERATION.get(0) {
+        Some(1) => &POLICY_1,
+        _ => &POLICY_0,
     };
+    let entry = policy.get(&destination);
     if let Some(config) = INNER_CONFIG.get(0)
         && in_network(ip.dst, config.client_network, config.client_netmask)
     {
@@ -100,18 +96,22 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
         }
         // SAFETY: the value is only read, within this program run.
         unsafe { SESSIONS.get(ip.dst) }.ok_or(InnerStat::NoSuchClient)?;
-        let rule = rules.get(&destination).ok_or(InnerStat::NotAuthorized)?;
-        if !rule.allows(&session.groups) {
+        let rule = entry
+            .filter(|e| e.has_rule != 0)
+            .ok_or(InnerStat::NotAuthorized)?;
+        if !rule.rule.allows(&session.groups) {
             return Err(InnerStat::NotAuthorized);
         }
         count(InnerStat::ClientToClient);
         return Ok(XDP_TX);
     }
-    let route = routes.get(&destination).ok_or(InnerStat::NoRoute)?;
-    let rule = rules.get(&destination).ok_or(InnerStat::NotAuthorized)?;
-    if !rule.allows(&session.groups) {
+    let entry = entry
+        .filter(|e| e.has_route != 0)
+        .ok_or(InnerStat::NoRoute)?;
+    if entry.has_rule == 0 || !entry.rule.allows(&session.groups) {
         return Err(InnerStat::NotAuthorized);
     }
+    let route = &entry.route;
     count(InnerStat::Allowed);
 
     let (frag_offset, more_fragments) = fragment(ip);
