@@ -487,15 +487,15 @@ pub fn sessions(
             // until ping-restart, two minutes, far beyond this measurement.
             let chunk = (open_files as usize).saturating_sub(512).max(1);
             let mut established = 0;
+            // One chunk's sessions stay open through the measurement; more are dropped.
             let mut kept = Vec::new();
             let mut left = count;
             while left > 0 {
                 let storm = storm(bed, &config, left.min(chunk))?;
                 left -= left.min(chunk);
                 established += storm.conns.len();
-                kept.push(storm);
-                if count > chunk {
-                    kept.clear();
+                if count <= chunk {
+                    kept.push(storm);
                 }
             }
             // Idle for a moment: keepalive timers run, nothing else.

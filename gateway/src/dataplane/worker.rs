@@ -679,7 +679,7 @@ impl Worker {
         let now = Instant::now();
         let mut read = 0;
         let mut more = true;
-        while read < BATCH && !self.tx.is_full() {
+        while read < BATCH {
             let Some(slot) = self.tx.next_free() else {
                 break;
             };
