@@ -387,16 +387,20 @@ pub enum TargetStat {
     /// exceeded, parameter problem) about a translated flow, rewritten through their
     /// embedded header so path-MTU discovery works through the gateway.
     IcmpError,
+    /// Of the translated: steered to a worker's AF_XDP socket (AF_XDP mode), with the
+    /// session's peer-id in the XDP metadata ([`XskMeta`]).
+    Steered,
 }
 
 impl TargetStat {
-    pub const ALL: [TargetStat; 6] = [
+    pub const ALL: [TargetStat; 7] = [
         TargetStat::Translated,
         TargetStat::Redirected,
         TargetStat::PassedToKernel,
         TargetStat::Miss,
         TargetStat::Drop,
         TargetStat::IcmpError,
+        TargetStat::Steered,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -408,6 +412,7 @@ impl TargetStat {
             TargetStat::Miss => "miss",
             TargetStat::Drop => "drop",
             TargetStat::IcmpError => "icmp_error",
+            TargetStat::Steered => "steered",
         }
     }
 }
@@ -424,6 +429,27 @@ pub const TARGET_DEVS_MAP: &str = "TARGET_DEVS";
 /// Devmap of the devices towards the data plane `target` may redirect to (the TAP in
 /// socket mode; key and value: ifindex).
 pub const DATAPLANE_DEVS_MAP: &str = "DATAPLANE_DEVS";
+/// Hash map: target interface ifindex → its first slot in [`TARGET_XSKS_MAP`]; the
+/// socket for rx queue q of that interface sits at that slot + q.
+pub const TARGET_XSK_SLOTS_MAP: &str = "TARGET_XSK_SLOTS";
+/// XSKMAP of the workers' AF_XDP sockets on the target interfaces.
+pub const TARGET_XSKS_MAP: &str = "TARGET_XSKS";
+/// Target interfaces that can have AF_XDP sockets.
+pub const MAX_XSK_TARGETS: u32 = 16;
+/// Slots of [`TARGET_XSKS_MAP`]: [`MAX_XSK_QUEUES`] per target interface.
+pub const MAX_TARGET_XSKS: u32 = MAX_XSK_TARGETS * MAX_XSK_QUEUES;
+/// [`XskMeta::magic`]: the metadata was written by `target`.
+pub const XSK_META_MAGIC: u32 = 0x6777_6d31;
+
+/// The XDP metadata `target` puts in front of a frame it steers to an AF_XDP socket:
+/// which session the reply belongs to, so the worker needs no lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XskMeta {
+    pub magic: u32,
+    pub peer_id: u32,
+}
+
 /// Capacity of each NAT map.
 pub const MAX_NAT_FLOWS: u32 = 131_072;
 /// How many ports `inner` tries for a new flow after the client's own port is taken.

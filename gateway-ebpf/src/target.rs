@@ -4,11 +4,14 @@
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::generated::bpf_xdp_adjust_meta,
     macros::{map, xdp},
-    maps::{DevMapHash, PerCpuArray},
+    maps::{DevMapHash, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
-use gateway_ebpf_common::{FlowKey, TargetStat};
+use gateway_ebpf_common::{
+    FlowKey, MAX_TARGET_XSKS, MAX_XSK_QUEUES, MAX_XSK_TARGETS, TargetStat, XSK_META_MAGIC, XskMeta,
+};
 
 use crate::{
     forward::{Forwarded, forward},
@@ -27,6 +30,12 @@ static TARGET_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TargetStat
 
 #[map(name = "DATAPLANE_DEVS")]
 static DATAPLANE_DEVS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+#[map(name = "TARGET_XSK_SLOTS")]
+static TARGET_XSK_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_XSK_TARGETS, 0);
+
+#[map(name = "TARGET_XSKS")]
+static TARGET_XSKS: XskMap = XskMap::with_max_entries(MAX_TARGET_XSKS, 0);
 
 #[xdp]
 pub fn target(ctx: XdpContext) -> u32 {
@@ -107,7 +116,7 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
         client.client_port,
     )
     .map_err(|()| TargetStat::Drop)?;
-    Ok(towards_client(ctx))
+    Ok(towards_client(ctx, client.peer_id))
 }
 
 /// An ICMP error about a translated flow goes back to the client rewritten; one about
@@ -130,13 +139,18 @@ fn icmp_error(ctx: &XdpContext, l4: usize) -> Result<u32, TargetStat> {
     )
     .map_err(|()| TargetStat::Drop)?;
     count(TargetStat::IcmpError);
-    Ok(towards_client(ctx))
+    Ok(towards_client(ctx, client.peer_id))
 }
 
-/// Counts a translated frame and forwards it towards the data plane.
+/// Counts a translated frame and sends it towards the data plane: to the AF_XDP socket
+/// of this rx queue when a worker has one, else forwarded (to the TAP).
 #[inline(always)]
-fn towards_client(ctx: &XdpContext) -> u32 {
+fn towards_client(ctx: &XdpContext, peer_id: u32) -> u32 {
     count(TargetStat::Translated);
+    if let Some(action) = steer(ctx, peer_id) {
+        count(TargetStat::Steered);
+        return action;
+    }
     match forward(ctx, &DATAPLANE_DEVS) {
         Forwarded::Redirected(action) => {
             count(TargetStat::Redirected);
@@ -145,6 +159,46 @@ fn towards_client(ctx: &XdpContext) -> u32 {
         Forwarded::Kernel => {
             count(TargetStat::PassedToKernel);
             XDP_PASS
+        }
+    }
+}
+
+/// Redirects to the worker's AF_XDP socket on this interface's rx queue, with `peer_id`
+/// in the metadata; `None` (frame and metadata unchanged) when there is no socket.
+#[inline(always)]
+fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: a plain value read during this program run.
+    let first = *unsafe { TARGET_XSK_SLOTS.get(ifindex) }?;
+    let queue = ctx.rx_queue_index();
+    if queue >= MAX_XSK_QUEUES {
+        return None;
+    }
+    let slot = first + queue;
+    TARGET_XSKS.get(slot)?;
+    let meta_len = size_of::<XskMeta>() as i32;
+    // SAFETY: the helper checks the room in front of the frame itself.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
+        return None;
+    }
+    let meta = ctx.metadata();
+    if meta + size_of::<XskMeta>() > ctx.data() {
+        return None;
+    }
+    // SAFETY: just checked to lie between data_meta and data.
+    unsafe {
+        (meta as *mut XskMeta).write_unaligned(XskMeta {
+            magic: XSK_META_MAGIC,
+            peer_id,
+        });
+    }
+    match TARGET_XSKS.redirect(slot, 0) {
+        Ok(action) => Some(action),
+        // The socket went away since the lookup.
+        Err(_) => {
+            // SAFETY: gives back exactly the metadata room taken above.
+            unsafe { bpf_xdp_adjust_meta(ctx.ctx, meta_len) };
+            None
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The admin API: `gateway serve` answers on a Unix socket (`admin.socket`, mode 0600)
 //! and `gateway connections` / `gateway terminate` ask it. One JSON request per line,
 //! one JSON response per line. What it offers follows AWS Client VPN's
-//! DescribeClientVpnConnections and TerminateClientVpnConnections.
+//! DescribeClientVpnConnections and TerminateClientVpnConnections, plus the data
+//! plane's mode and counters (`gateway dataplane`).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -27,6 +28,8 @@ pub enum Request {
     Connections,
     /// Ends connections: one by id, or every connection of a user (at most 5, as AWS).
     Terminate(Selector),
+    /// The data plane's mode, AF_XDP sockets and worker counters.
+    Dataplane,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +45,47 @@ pub enum Selector {
 pub enum Response {
     Connections { connections: Vec<Connection> },
     Terminated { statuses: Vec<TerminateStatus> },
+    Dataplane(DataplaneStatus),
     Error { message: String },
+}
+
+/// How the data plane runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneStatus {
+    /// "afxdp" when the workers have AF_XDP sockets, else "sockets".
+    pub mode: String,
+    pub workers: usize,
+    pub af_xdp_sockets: Vec<XskSocket>,
+    /// The workers' counters, summed.
+    pub counters: crate::dataplane::worker::Totals,
+}
+
+/// One AF_XDP socket: which program steers into it, where, and which worker reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XskSocket {
+    /// "edge" (public interface) or "target".
+    pub role: String,
+    pub ifindex: u32,
+    pub queue: u32,
+    pub worker: usize,
+}
+
+/// `gateway dataplane`'s text.
+pub fn dataplane_text(status: &DataplaneStatus) -> String {
+    let mut out = format!("mode {}\nworkers {}\n", status.mode, status.workers);
+    for s in &status.af_xdp_sockets {
+        out += &format!(
+            "af_xdp {} ifindex {} queue {} worker {}\n",
+            s.role, s.ifindex, s.queue, s.worker
+        );
+    }
+    let value = serde_json::to_value(status.counters).unwrap_or_default();
+    if let Some(counters) = value.as_object() {
+        for (name, n) in counters {
+            out += &format!("{name} {n}\n");
+        }
+    }
+    out
 }
 
 /// One connection, with AWS's DescribeClientVpnConnections fields in snake case.
@@ -202,6 +245,39 @@ mod tests {
             Request::Connections
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"dataplane"}"#).unwrap(),
+            Request::Dataplane
+        );
+        let status = Response::Dataplane(DataplaneStatus {
+            mode: "afxdp".into(),
+            workers: 2,
+            af_xdp_sockets: vec![XskSocket {
+                role: "edge".into(),
+                ifindex: 7,
+                queue: 0,
+                worker: 0,
+            }],
+            counters: crate::dataplane::worker::Totals {
+                xsk_edge_frames: 42,
+                ..Default::default()
+            },
+        });
+        let text = serde_json::to_string(&status).unwrap();
+        assert!(
+            text.starts_with(r#"{"result":"dataplane","mode":"afxdp","workers":2,"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), status);
+        let Response::Dataplane(status) = status else {
+            unreachable!()
+        };
+        let shown = dataplane_text(&status);
+        assert!(
+            shown.starts_with("mode afxdp\nworkers 2\naf_xdp edge ifindex 7 queue 0 worker 0\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("\nxsk_edge_frames 42\n"), "{shown}");
         let error = Response::Error {
             message: "x".into(),
         };
@@ -233,6 +309,9 @@ mod tests {
                     },
                     Request::Terminate(_) => Response::Error {
                         message: "no such connection".into(),
+                    },
+                    Request::Dataplane => Response::Error {
+                        message: "not asked here".into(),
                     },
                 });
             }

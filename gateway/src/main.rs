@@ -80,6 +80,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the running gateway's data plane: its mode (afxdp or sockets), the AF_XDP
+    /// sockets and which worker reads each, and the workers' counters.
+    Dataplane {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// End connections of the running gateway: the client is told to stop (HALT), its
     /// lease, XDP and NAT state are released.
     Terminate {
@@ -202,6 +210,17 @@ fn run(command: Command) -> Result<()> {
                 other => unexpected(other),
             }
         }
+        Command::Dataplane { config, json } => match admin_call(&config, &Request::Dataplane)? {
+            Response::Dataplane(status) if json => {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                Ok(())
+            }
+            Response::Dataplane(status) => {
+                print!("{}", gateway::admin::dataplane_text(&status));
+                Ok(())
+            }
+            other => unexpected(other),
+        },
         Command::Terminate {
             config,
             connection_id,

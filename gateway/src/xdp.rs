@@ -1,19 +1,20 @@
 //! Loading the XDP programs built from `gateway-ebpf`, attaching them to interfaces, and
 //! reading their counters.
 
-use std::{fmt, marker::PhantomData, net::Ipv4Addr};
+use std::{fmt, marker::PhantomData, net::Ipv4Addr, os::fd::AsRawFd};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, XskMap, lpm_trie::Key},
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_ebpf_common::{
     AuthzValue, DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_PROGRAM, EDGE_STATS_MAP,
-    EdgeConfig, EdgePeer, EdgeStat, FlowKey, INNER_CONFIG_MAP, INNER_PROGRAM, INNER_STATS_MAP,
-    InnerConfig, InnerStat, MAX_AUTHZ_RULES, MAX_LISTEN_PORTS, MAX_ROUTES, NAT_IN_MAP, NAT_OUT_MAP,
-    NatIn, NatOut, POLICY_GENERATION_MAP, POLICY_MAPS, PolicyValue, RouteValue, SESSIONS_MAP,
-    SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM, TARGET_STATS_MAP, TargetStat,
+    EDGE_XSKS_MAP, EdgeConfig, EdgePeer, EdgeStat, FlowKey, INNER_CONFIG_MAP, INNER_PROGRAM,
+    INNER_STATS_MAP, InnerConfig, InnerStat, MAX_AUTHZ_RULES, MAX_LISTEN_PORTS, MAX_ROUTES,
+    MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP, NatIn, NatOut, POLICY_GENERATION_MAP,
+    POLICY_MAPS, PolicyValue, RouteValue, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP,
+    TARGET_PROGRAM, TARGET_STATS_MAP, TARGET_XSK_SLOTS_MAP, TARGET_XSKS_MAP, TargetStat,
 };
 use ipnet::Ipv4Net;
 
@@ -224,6 +225,16 @@ impl Edge {
             .map_err(map_error(EDGE_PEERS_MAP))
     }
 
+    /// Steers data packets arriving on rx queue `queue` to the AF_XDP socket `socket`
+    /// (bound to that queue of the interface `edge` is attached to).
+    pub fn insert_xsk(&mut self, queue: u32, socket: &impl AsRawFd) -> Result<(), XdpError> {
+        check_queue(queue)?;
+        let mut map =
+            XskMap::try_from(self.0.map_mut(EDGE_XSKS_MAP)?).map_err(map_error(EDGE_XSKS_MAP))?;
+        map.set(queue, socket.as_raw_fd(), 0)
+            .map_err(map_error(EDGE_XSKS_MAP))
+    }
+
     /// Drops data packets of `peer_id` from now on (a terminated or closed session).
     pub fn remove_peer(&mut self, peer_id: u32) -> Result<(), XdpError> {
         let mut map = HashMap::<_, u32, EdgePeer>::try_from(self.0.map_mut(EDGE_PEERS_MAP)?)
@@ -411,6 +422,41 @@ impl Policy {
         )
     }
 
+    /// Steers translated replies arriving on rx queue `queue` of target interface
+    /// `ifindex` to the AF_XDP socket `socket` (bound to that queue), with the
+    /// session's peer-id in the XDP metadata. At most [`MAX_XSK_TARGETS`] interfaces.
+    pub fn insert_target_xsk(
+        &mut self,
+        ifindex: u32,
+        queue: u32,
+        socket: &impl AsRawFd,
+    ) -> Result<(), XdpError> {
+        check_queue(queue)?;
+        let mut slots = HashMap::<_, u32, u32>::try_from(self.0.map_mut(TARGET_XSK_SLOTS_MAP)?)
+            .map_err(map_error(TARGET_XSK_SLOTS_MAP))?;
+        let first = match slots.get(&ifindex, 0) {
+            Ok(first) => first,
+            Err(aya::maps::MapError::KeyNotFound) => {
+                let taken = slots.keys().filter(Result::is_ok).count() as u32;
+                if taken >= MAX_XSK_TARGETS {
+                    return Err(XdpError::Config(format!(
+                        "AF_XDP sockets on more than {MAX_XSK_TARGETS} target interfaces"
+                    )));
+                }
+                let first = taken * MAX_XSK_QUEUES;
+                slots
+                    .insert(ifindex, first, 0)
+                    .map_err(map_error(TARGET_XSK_SLOTS_MAP))?;
+                first
+            }
+            Err(e) => return Err(map_error(TARGET_XSK_SLOTS_MAP)(e)),
+        };
+        let mut map = XskMap::try_from(self.0.map_mut(TARGET_XSKS_MAP)?)
+            .map_err(map_error(TARGET_XSKS_MAP))?;
+        map.set(first + queue, socket.as_raw_fd(), 0)
+            .map_err(map_error(TARGET_XSKS_MAP))
+    }
+
     /// Every NAT mapping, as (client flow, translation).
     pub fn nat_mappings(&mut self) -> Result<Vec<(FlowKey, NatOut)>, XdpError> {
         let map = HashMap::<_, FlowKey, NatOut>::try_from(self.0.map_mut(NAT_OUT_MAP)?)
@@ -521,6 +567,15 @@ pub struct NatSweep {
     pub expired: usize,
     /// Forward entries removed because their reverse entry was gone.
     pub orphans: usize,
+}
+
+fn check_queue(queue: u32) -> Result<(), XdpError> {
+    if queue >= MAX_XSK_QUEUES {
+        return Err(XdpError::Config(format!(
+            "rx queue {queue}: AF_XDP sockets are supported on queues below {MAX_XSK_QUEUES}"
+        )));
+    }
+    Ok(())
 }
 
 fn insert_device(

@@ -60,6 +60,50 @@ pub fn run(program: &Xdp, frame: &[u8]) -> Result<RunOutput> {
     })
 }
 
+/// Runs `frame` once as if it arrived on rx queue `rx_queue` of interface `ifindex` (in
+/// the calling thread's namespace). Returns the run and the XDP metadata the program
+/// left in front of the frame.
+pub fn run_on(
+    program: &Xdp,
+    frame: &[u8],
+    ifindex: u32,
+    rx_queue: u32,
+) -> Result<(RunOutput, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + OUT_HEADROOM];
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex; the kernel wants data 0 and data_end the frame's length.
+    let words = [0, frame.len() as u32, 0, ifindex, rx_queue, 0];
+    let ctx_in: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let mut ctx_out = vec![0u8; ctx_in.len()];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN with a context")?;
+    out.truncate(result.data_size_out as usize);
+    // The output starts at data_meta; ctx_out.data is the metadata's length.
+    let meta_len = u32::from_ne_bytes(ctx_out[0..4].try_into().expect("4 bytes")) as usize;
+    if meta_len > out.len() {
+        bail!(
+            "metadata of {meta_len} bytes in {} bytes of output",
+            out.len()
+        );
+    }
+    let frame = out.split_off(meta_len);
+    Ok((
+        RunOutput {
+            verdict: Verdict::from_action(result.return_value)?,
+            frame,
+        },
+        out,
+    ))
+}
+
 /// Mean time per run of `frame` over `repeat` runs in the kernel. The kernel reruns the
 /// program on the same buffer, so use it for timing only, never to check rewrites.
 pub fn time_per_run(program: &Xdp, frame: &[u8], repeat: u32) -> Result<Duration> {

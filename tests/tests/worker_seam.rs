@@ -1,10 +1,12 @@
-//! The socket-mode data-plane workers with real sockets and a real TAP, no XDP: a
-//! session established in memory (`gateway::serve::testing`) is handed to two pinned
-//! workers in a gateway namespace; its client, in another namespace, pings the TAP's
-//! address through them. Also: spoofed sources are dropped and counted, a datagram the
-//! workers cannot open goes up to the control plane, a new client address is followed
-//! (and reported), OCC_EXIT is reported, and a burst the kernel coalesces (UDP GRO) is
-//! split back into its datagrams.
+//! The data-plane workers with real sockets and a real TAP: a session established in
+//! memory (`gateway::serve::testing`) is handed to two pinned workers in a gateway
+//! namespace; its client, in another namespace, pings the TAP's address through them.
+//! Also: spoofed sources are dropped and counted, a datagram the workers cannot open goes
+//! up to the control plane, a new client address is followed (and reported), OCC_EXIT is
+//! reported, and a burst the kernel coalesces (UDP GRO) is split back into its
+//! datagrams. All of it once in socket mode (no XDP) and once in AF_XDP mode (`edge`
+//! steering into the workers' AF_XDP socket); and how AF_XDP sockets spread over the
+//! workers.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
@@ -17,9 +19,10 @@ use gateway::{
     dataplane::{
         batch::Batch,
         tap::Tap,
-        worker::{BATCH, Carried, Peer, Report, Settings, Workers},
+        worker::{AfXdp, BATCH, Carried, Peer, Report, Settings, Workers, XskRole},
     },
     serve::testing::{Harness, addr, established},
+    xdp::{AttachMode, Edge},
 };
 use gateway_proto::{
     data::{OCC_EXIT, OCC_MAGIC},
@@ -83,6 +86,20 @@ fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
     if !privilege::check("workers_carry_a_session_both_ways_and_report_what_they_cannot_decide") {
         return;
     }
+    carry_both_ways(false);
+}
+
+/// The same through AF_XDP: `edge` on the gateway's link steers the data packets to
+/// the workers' AF_XDP socket instead of their UDP sockets.
+#[test]
+fn workers_carry_a_session_through_af_xdp_too() {
+    if !privilege::check("workers_carry_a_session_through_af_xdp_too") {
+        return;
+    }
+    carry_both_ways(true);
+}
+
+fn carry_both_ways(afxdp: bool) {
     let mut lab = Lab::new();
     let gw = lab.add_namespace("gw").unwrap();
     let cl = lab.add_namespace("cl").unwrap();
@@ -100,21 +117,48 @@ fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
     let request = h.xdp.carried(peer_id).expect("handed to the data plane");
 
     let (reports_tx, mut reports) = tokio::sync::mpsc::channel::<Report>(64);
-    let (tap, workers) = gw
+    let (tap, workers, edge) = gw
         .run_in(move || {
             let tap = Arc::new(Tap::create("gw-tap0", 2, Ipv4Addr::from(TAP_ADDR), 22).unwrap());
+            let eth0 = nix::net::if_::if_nametoindex("eth0").unwrap();
             let workers = Workers::start(Settings {
                 pin: true,
                 udp_port: Some(PORT),
                 tap: tap.clone(),
                 tap_peer_mac: [0x02, 0x67, 0x77, 0, 0, 1],
+                afxdp: afxdp.then(|| AfXdp {
+                    edge: Some(eth0),
+                    targets: Vec::new(),
+                }),
                 reports: reports_tx,
             })
             .unwrap();
-            (tap, workers)
+            let edge = afxdp.then(|| {
+                let mut edge = Edge::load().unwrap();
+                edge.configure(&[PORT], 0, 0).unwrap();
+                edge.attach("eth0", AttachMode::Native).unwrap();
+                edge.insert_peer(peer_id, lease).unwrap();
+                for binding in workers.xsks() {
+                    edge.insert_xsk(binding.queue, &binding.fd).unwrap();
+                }
+                edge
+            });
+            (tap, workers, edge)
         })
         .unwrap();
     assert_eq!(workers.count(), 2);
+    // The veth has one rx queue: one AF_XDP socket, worker 0's.
+    let sockets: Vec<_> = workers
+        .xsks()
+        .iter()
+        .map(|b| (b.role, b.queue, b.worker))
+        .collect();
+    let expected = if afxdp {
+        vec![(XskRole::Edge, 0, 0)]
+    } else {
+        Vec::new()
+    };
+    assert_eq!(sockets, expected);
     let (socket, other) = cl
         .run_in(|| {
             (
@@ -154,8 +198,8 @@ fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
     );
 
     // A bulk burst, sent as UDP GSO runs so that the workers' sockets get them coalesced
-    // (UDP GRO): every one of 200 pings is answered.
-    let gro_before = workers.totals().gro_reads;
+    // (UDP GRO; AF_XDP gets them one frame each): every one of 200 pings is answered.
+    let before = workers.totals();
     let mut burst = Batch::new(BATCH);
     for seq in 100..300 {
         alice
@@ -179,11 +223,19 @@ fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
         }
     }
     assert_eq!(answered.len(), 200, "answered {} of 200", answered.len());
-    assert!(
-        workers.totals().gro_reads > gro_before,
-        "no coalesced read: {:?}",
-        workers.totals()
-    );
+    let after = workers.totals();
+    if afxdp {
+        assert!(
+            after.xsk_edge_frames >= before.xsk_edge_frames + 200,
+            "{after:?}"
+        );
+    } else {
+        assert!(
+            after.gro_reads > before.gro_reads,
+            "no coalesced read: {after:?}"
+        );
+        assert_eq!(after.xsk_edge_frames, 0);
+    }
 
     // Another source address than the lease: dropped, counted, unanswered.
     let spoofed_before = workers.totals().spoofed;
@@ -198,8 +250,10 @@ fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
     .unwrap();
     assert!(receive(&mut alice, &socket, Duration::from_millis(300)).is_empty());
 
-    // A datagram with an unknown peer-id goes up to the control plane untouched.
-    let stranger = [0x48, 0, 0x12, 0x34, 1, 2, 3, 4, 5, 6, 7, 8];
+    // A data packet with a key_id the session does not have goes up to the control
+    // plane untouched.
+    let id = peer_id.to_be_bytes();
+    let stranger = [(9 << 3) | 7, id[1], id[2], id[3], 1, 2, 3, 4, 5, 6, 7, 8];
     socket
         .send_to(&stranger, SocketAddr::from((GW, PORT)))
         .unwrap();
@@ -274,5 +328,73 @@ fn workers_carry_a_session_both_ways_and_report_what_they_cannot_decide() {
     )
     .unwrap();
     drop(workers);
+    drop(edge);
     drop(tap);
+}
+
+/// Worker i takes rx queues i, i + n, … of each AF_XDP interface, as many as it has.
+#[test]
+fn af_xdp_sockets_spread_over_the_workers_one_per_queue() {
+    if !privilege::check("af_xdp_sockets_spread_over_the_workers_one_per_queue") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let gw = lab.add_namespace("gw").unwrap();
+    gw.exec(&[
+        "ip",
+        "link",
+        "add",
+        "q3",
+        "numtxqueues",
+        "3",
+        "numrxqueues",
+        "3",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "q1",
+        "numtxqueues",
+        "1",
+        "numrxqueues",
+        "1",
+    ])
+    .unwrap();
+    for link in ["q3", "q1"] {
+        gw.exec(&["ip", "link", "set", link, "up"]).unwrap();
+    }
+    let (reports_tx, _reports) = tokio::sync::mpsc::channel::<Report>(4);
+    let bindings = gw
+        .run_in(move || {
+            let tap = Arc::new(Tap::create("gw-tap0", 2, Ipv4Addr::from(TAP_ADDR), 22).unwrap());
+            let index = |name| nix::net::if_::if_nametoindex(name).unwrap();
+            let (q3, q1) = (index("q3"), index("q1"));
+            let workers = Workers::start(Settings {
+                pin: false,
+                udp_port: None,
+                tap,
+                tap_peer_mac: [0x02, 0x67, 0x77, 0, 0, 1],
+                afxdp: Some(AfXdp {
+                    edge: Some(q3),
+                    targets: vec![q1],
+                }),
+                reports: reports_tx,
+            })
+            .unwrap();
+            workers
+                .xsks()
+                .iter()
+                .map(|b| (b.role, b.ifindex == q3, b.queue, b.worker))
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(
+        bindings,
+        [
+            (XskRole::Edge, true, 0, 0),
+            (XskRole::Edge, true, 1, 1),
+            (XskRole::Edge, true, 2, 0),
+            (XskRole::Target, false, 0, 0),
+        ]
+    );
 }

@@ -1,9 +1,10 @@
 //! `edge` through BPF_PROG_TEST_RUN: one fixture per kind of frame, asserting the verdict,
 //! that the frame leaves unchanged, and which counters moved.
 
-use gateway::xdp::Edge;
+use gateway::{dataplane::xsk::Xsk, xdp::Edge};
 use gateway_ebpf_common::EdgeStat;
 use gateway_tests::{
+    lab::Lab,
     privilege,
     xdp::{self, Verdict, frame},
 };
@@ -397,6 +398,51 @@ fn data_packets_need_a_live_peer_id() {
             Verdict::Drop,
             &[EdgeStat::UnknownPeer],
         ),
+    );
+}
+
+#[test]
+fn data_packets_of_live_peers_go_to_the_af_xdp_socket_of_their_queue() {
+    if !privilege::check("data_packets_of_live_peers_go_to_the_af_xdp_socket_of_their_queue") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let ns = lab.add_namespace("edge-xsk").unwrap();
+    lab.veth((&ns, "eth0", None), (&ns, "eth1", None)).unwrap();
+    let eth0 = ns
+        .run_in(|| nix::net::if_::if_nametoindex("eth0").unwrap())
+        .unwrap();
+    let socket = ns.run_in(|| Xsk::bind(eth0, 0)).unwrap().unwrap();
+    let mut edge = configured();
+    edge.insert_peer(0x000abc, "10.200.0.5".parse().unwrap())
+        .unwrap();
+    edge.insert_xsk(0, &socket).unwrap();
+    let data = openvpn(CLIENT, &[0x48, 0x00, 0x0a, 0xbc, 0, 0, 0, 1, 0xee]);
+    let run = |edge: &Edge, f: &[u8]| {
+        let before = edge.stats().unwrap();
+        let (out, _) = ns
+            .run_in(|| xdp::run_on(edge.program(), f, eth0, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.frame, f, "edge never rewrites");
+        (out.verdict, edge.stats().unwrap().since(&before))
+    };
+    let (verdict, delta) = run(&edge, &data);
+    assert_eq!(verdict, Verdict::Redirect);
+    assert_eq!(delta.get(EdgeStat::DataSteered), 1, "{delta}");
+    // Only data packets go there: a control packet still passes to the control plane.
+    let control = openvpn(CLIENT, &[0x20, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let (verdict, delta) = run(&edge, &control);
+    assert_eq!(verdict, Verdict::Pass);
+    assert_eq!(delta.get(EdgeStat::ControlPassed), 1, "{delta}");
+    // A closed socket leaves the map: data passes to the UDP sockets again.
+    drop(socket);
+    let (verdict, delta) = run(&edge, &data);
+    assert_eq!(verdict, Verdict::Pass);
+    assert_eq!(delta.get(EdgeStat::DataPassed), 1, "{delta}");
+    assert!(
+        edge.insert_xsk(64, &std::io::stdin()).is_err(),
+        "queue 64 is past the map"
     );
 }
 

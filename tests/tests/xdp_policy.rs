@@ -8,12 +8,14 @@
 use std::net::Ipv4Addr;
 
 use gateway::{
+    dataplane::xsk::Xsk,
     nat::{NatTimeouts, monotonic_now_ns},
     policy::{Access, AuthorizationRule, GroupId, compile_authorization, group_set},
     xdp::Policy,
 };
 use gateway_ebpf_common::{
     AuthzValue, FlowKey, InnerStat, MAX_ROUTES, NatIn, RouteValue, SessionInfo, TargetStat,
+    XSK_META_MAGIC,
 };
 use gateway_tests::{
     lab::{Lab, Netns},
@@ -441,6 +443,64 @@ fn replies_are_translated_back_and_others_pass_untouched() {
     assert_eq!(stats.get(TargetStat::Translated), 3, "{stats}");
     assert_eq!(stats.get(TargetStat::Miss), 5, "{stats}");
     assert_eq!(stats.get(TargetStat::Drop), 0, "{stats}");
+}
+
+#[test]
+fn translated_replies_go_to_the_af_xdp_socket_of_their_queue_with_the_peer_id() {
+    if !privilege::check(
+        "translated_replies_go_to_the_af_xdp_socket_of_their_queue_with_the_peer_id",
+    ) {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    fx._lab
+        .veth((&fx.ns, "eth0", None), (&fx.ns, "eth1", None))
+        .unwrap();
+    fx.inner(&tcp(DEV_LEASE, HOST, 40000));
+    let reply = frame::tcp(HOST, SNAT, 443, 40000, b"200 OK");
+    let expected = frame::tcp(HOST, DEV_LEASE, 443, 40000, b"200 OK");
+    let (eth0, eth1) = fx
+        .ns
+        .run_in(|| {
+            (
+                nix::net::if_::if_nametoindex("eth0").unwrap(),
+                nix::net::if_::if_nametoindex("eth1").unwrap(),
+            )
+        })
+        .unwrap();
+    let socket = fx.ns.run_in(|| Xsk::bind(eth0, 0)).unwrap().unwrap();
+    fx.policy.insert_target_xsk(eth0, 0, &socket).unwrap();
+    let on = |fx: &Fixture, ifindex| {
+        let program = fx.policy.target();
+        fx.ns
+            .run_in(|| xdp::run_on(program, &reply, ifindex, 0))
+            .unwrap()
+            .unwrap()
+    };
+
+    // Arriving on eth0's queue 0: to the socket, the session's peer-id in front.
+    let (out, meta) = on(&fx, eth0);
+    assert_eq!(out.verdict, Verdict::Redirect);
+    assert_frame("steered reply", &out.frame, &expected);
+    let word = |at: usize| u32::from_ne_bytes(meta[at..at + 4].try_into().unwrap());
+    assert_eq!(meta.len(), 8, "metadata: {}", xdp::hex(&meta));
+    assert_eq!(word(0), XSK_META_MAGIC);
+    assert_eq!(word(4), u32::from(DEV_LEASE[3]), "the session's peer-id");
+
+    // eth1 has no socket: forwarded as in socket mode, no metadata.
+    let (out, meta) = on(&fx, eth1);
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert!(meta.is_empty());
+    assert_frame("reply on eth1", &out.frame, &expected);
+
+    // A closed socket leaves the map: eth0 forwards again.
+    drop(socket);
+    let (out, meta) = on(&fx, eth0);
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert!(meta.is_empty());
+    let stats = fx.policy.target_stats().unwrap();
+    assert_eq!(stats.get(TargetStat::Translated), 3, "{stats}");
+    assert_eq!(stats.get(TargetStat::Steered), 1, "{stats}");
 }
 
 fn echo_reply(src: [u8; 4], dst: [u8; 4], id: u16) -> Vec<u8> {

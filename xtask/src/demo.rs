@@ -177,20 +177,24 @@ pub fn demo(keep: bool) -> Result<()> {
     }
 
     section("the connection, as `gateway connections` lists it");
-    let list = |when: &str| match Command::new(&gateway_bin)
-        .args(["connections", "--config", &p(&config)])
+    let ask = |command: &str, when: &str| match Command::new(&gateway_bin)
+        .args([command, "--config", &p(&config)])
         .output()
     {
         Ok(out) if out.status.success() => {
             print!("{}", String::from_utf8_lossy(&out.stdout));
         }
         Ok(out) => println!(
-            "gateway connections ({when}) failed: {}",
+            "gateway {command} ({when}) failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ),
-        Err(e) => println!("gateway connections ({when}): {e}"),
+        Err(e) => println!("gateway {command} ({when}): {e}"),
     };
+    let list = |when: &str| ask("connections", when);
     list("connected");
+
+    section("the data plane, as `gateway dataplane` shows it (AF_XDP sockets, counters)");
+    ask("dataplane", "connected");
 
     section("disconnect");
     let _ = lab.stop(client);

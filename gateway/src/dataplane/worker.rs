@@ -1,9 +1,15 @@
-//! Socket-mode data-plane workers (architecture §3, §4): N threads, each pinned to a
-//! core, each with its own `SO_REUSEPORT` UDP socket on the listen port and its own queue
-//! of the multi-queue TAP device. A worker opens the data packets of established UDP
-//! sessions (`recvmmsg` batches), writes the tunnelled packets into its TAP queue (where
-//! `inner` runs), reads what `target` sends back from its queue, seals it with the
-//! session's key and sends it (`sendmmsg` batches, or the TCP connection's writer).
+//! Data-plane workers (architecture §3, §4): N threads, each pinned to a core, each with
+//! its own `SO_REUSEPORT` UDP socket on the listen port and its own queue of the
+//! multi-queue TAP device. A worker opens the data packets of established UDP sessions
+//! (`recvmmsg` batches), writes the tunnelled packets into its TAP queue (where `inner`
+//! runs), reads what `target` sends back from its queue, seals it with the session's key
+//! and sends it (`sendmmsg` batches, or the TCP connection's writer).
+//!
+//! In AF_XDP mode a worker also owns AF_XDP sockets ([`Xsk`]) on rx queues of the public
+//! interface and of the target interfaces: `edge` steers data packets into the first
+//! kind (no UDP socket, no kernel UDP stack) and `target` steers translated replies into
+//! the second, with the session's peer-id in the XDP metadata (no TAP read). Packets
+//! on queues without a worker's socket take the socket-mode path, which stays open.
 //!
 //! Sessions come from the control plane as [`Command`]s over crossbeam channels and are
 //! immutable: a rekey or a float replaces the whole [`Carried`] entry. The keys inside are
@@ -36,9 +42,12 @@ use gateway_proto::{
 use mio::{Events, Interest, Poll, Token, Waker, unix::SourceFd};
 use tracing::{info, warn};
 
+use gateway_ebpf_common::{XSK_META_MAGIC, XskMeta};
+
 use super::{
     batch::{self, Batch},
     tap::Tap,
+    xsk::Xsk,
 };
 
 /// Datagrams or frames handled per batch.
@@ -54,6 +63,8 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const UDP: Token = Token(0);
 const TAP: Token = Token(1);
 const WAKE: Token = Token(2);
+/// Token of a worker's AF_XDP socket k: `XSK_TOKENS + k`.
+const XSK_TOKENS: usize = 16;
 
 /// A session's data traffic: when it last received and sent data packets (read by the
 /// control plane for its keepalive timers) and how many tunnel packets and bytes went
@@ -212,10 +223,17 @@ pub struct Stats {
     pub gso_sends: AtomicU64,
     /// UDP GRO reads (each several datagrams of one client).
     pub gro_reads: AtomicU64,
+    /// Data packets `edge` steered to the worker's AF_XDP sockets.
+    pub xsk_edge_frames: AtomicU64,
+    /// Translated replies `target` steered to the worker's AF_XDP sockets.
+    pub xsk_target_frames: AtomicU64,
+    /// Frames from AF_XDP sockets that were not the IPv4 (and, from `edge`, UDP) they
+    /// should be.
+    pub malformed: AtomicU64,
 }
 
 /// Sums of the workers' counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub rx_packets: u64,
     pub rx_bytes: u64,
@@ -229,6 +247,9 @@ pub struct Totals {
     pub send_errors: u64,
     pub gso_sends: u64,
     pub gro_reads: u64,
+    pub xsk_edge_frames: u64,
+    pub xsk_target_frames: u64,
+    pub malformed: u64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -245,7 +266,36 @@ pub struct Settings {
     pub tap: Arc<Tap>,
     /// Source MAC of frames written into the TAP.
     pub tap_peer_mac: [u8; 6],
+    /// AF_XDP mode: the interfaces whose rx queues get the workers' AF_XDP sockets.
+    pub afxdp: Option<AfXdp>,
     pub reports: tokio::sync::mpsc::Sender<Report>,
+}
+
+/// The interfaces of AF_XDP mode, by ifindex (in the calling thread's namespace).
+#[derive(Debug, Clone, Default)]
+pub struct AfXdp {
+    /// Where `edge` runs (the public interface), if UDP is served.
+    pub edge: Option<u32>,
+    /// Where `target` runs.
+    pub targets: Vec<u32>,
+}
+
+/// Which program steers into an AF_XDP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XskRole {
+    Edge,
+    Target,
+}
+
+/// An AF_XDP socket a worker owns, for the XSKMAP entries that steer into it.
+#[derive(Debug)]
+pub struct XskBinding {
+    pub role: XskRole,
+    pub ifindex: u32,
+    pub queue: u32,
+    pub worker: usize,
+    /// A duplicate of the socket's descriptor, to put into the map.
+    pub fd: std::os::fd::OwnedFd,
 }
 
 struct Handle {
@@ -260,6 +310,7 @@ pub struct Workers {
     stats: Vec<Arc<Stats>>,
     /// A descriptor of worker 0's socket, for the control plane's own sends.
     control_socket: Option<std::net::UdpSocket>,
+    xsks: Vec<XskBinding>,
 }
 
 /// The number of workers `count` asks for (0 = one per allowed CPU).
@@ -306,7 +357,9 @@ impl Workers {
         let mut handles = Vec::with_capacity(count);
         let mut stats = Vec::with_capacity(count);
         let mut control_socket = None;
-        for index in 0..count {
+        let mut xsks = Vec::new();
+        let owned = bind_xsks(settings.afxdp.as_ref(), count, &mut xsks)?;
+        for (index, own_xsks) in owned.into_iter().enumerate() {
             let udp = match settings.udp_port {
                 Some(port) => {
                     let socket = reuseport_socket(port).map_err(|e| {
@@ -331,19 +384,22 @@ impl Workers {
                 .then(|| cpus.get(index % cpus.len().max(1)).copied())
                 .flatten();
             let worker = Worker {
-                index,
+                core: Core {
+                    index,
+                    tap: settings.tap.clone(),
+                    tap_peer_mac: settings.tap_peer_mac,
+                    sessions: HashMap::new(),
+                    by_lease: HashMap::new(),
+                    reported_keys: HashMap::new(),
+                    inbox,
+                    reports: settings.reports.clone(),
+                    stats: counters.clone(),
+                },
                 udp,
-                tap: settings.tap.clone(),
-                tap_peer_mac: settings.tap_peer_mac,
-                sessions: HashMap::new(),
-                by_lease: HashMap::new(),
-                reported_keys: HashMap::new(),
-                inbox,
-                reports: settings.reports.clone(),
-                stats: counters.clone(),
                 rx: Batch::with_slot_size(BATCH, batch::GRO_SLOT),
                 tx: Batch::new(BATCH),
                 gso: true,
+                xsks: own_xsks,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("gw-worker-{index}"))
@@ -363,17 +419,24 @@ impl Workers {
         info!(
             workers = count,
             pinned = settings.pin,
+            af_xdp_sockets = xsks.len(),
             "data-plane workers started"
         );
         Ok(Self {
             handles,
             stats,
             control_socket,
+            xsks,
         })
     }
 
     pub fn count(&self) -> usize {
         self.handles.len()
+    }
+
+    /// The workers' AF_XDP sockets (none in socket mode), to be put into the XSKMAPs.
+    pub fn xsks(&self) -> &[XskBinding] {
+        &self.xsks
     }
 
     /// The socket the control plane sends its datagrams from (the listen port).
@@ -416,6 +479,9 @@ impl Workers {
             t.send_errors += get(&s.send_errors);
             t.gso_sends += get(&s.gso_sends);
             t.gro_reads += get(&s.gro_reads);
+            t.xsk_edge_frames += get(&s.xsk_edge_frames);
+            t.xsk_target_frames += get(&s.xsk_target_frames);
+            t.malformed += get(&s.malformed);
         }
         t
     }
@@ -437,6 +503,50 @@ impl Drop for Workers {
     }
 }
 
+/// Binds the AF_XDP sockets of AF_XDP mode: worker i takes rx queues i, i + count,
+/// i + 2·count… of each interface, for as many queues as the interface has (a bind
+/// beyond the last fails with `EINVAL`). Returns each worker's sockets, and records
+/// each in `bindings`. Every interface must take at least its queue 0.
+fn bind_xsks(
+    afxdp: Option<&AfXdp>,
+    count: usize,
+    bindings: &mut Vec<XskBinding>,
+) -> io::Result<Vec<Vec<(XskRole, Xsk)>>> {
+    let mut owned: Vec<Vec<(XskRole, Xsk)>> = (0..count).map(|_| Vec::new()).collect();
+    let Some(afxdp) = afxdp else {
+        return Ok(owned);
+    };
+    let interfaces = afxdp
+        .edge
+        .iter()
+        .map(|&i| (XskRole::Edge, i))
+        .chain(afxdp.targets.iter().map(|&i| (XskRole::Target, i)));
+    for (role, ifindex) in interfaces {
+        for queue in 0..gateway_ebpf_common::MAX_XSK_QUEUES {
+            let xsk = match Xsk::bind(ifindex, queue) {
+                Ok(xsk) => xsk,
+                Err(e) if queue > 0 && e.raw_os_error() == Some(libc::EINVAL) => break,
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("AF_XDP socket on interface {ifindex} queue {queue}: {e}"),
+                    ));
+                }
+            };
+            let worker = queue as usize % count.max(1);
+            bindings.push(XskBinding {
+                role,
+                ifindex,
+                queue,
+                worker,
+                fd: std::os::fd::AsFd::as_fd(&xsk).try_clone_to_owned()?,
+            });
+            owned[worker].push((role, xsk));
+        }
+    }
+    Ok(owned)
+}
+
 fn pin_to(cpu: usize, index: usize) {
     let mut set = nix::sched::CpuSet::new();
     let pinned = set.set(cpu).is_ok()
@@ -450,8 +560,19 @@ fn pin_to(cpu: usize, index: usize) {
 }
 
 struct Worker {
-    index: usize,
+    core: Core,
     udp: Option<mio::net::UdpSocket>,
+    rx: Batch,
+    tx: Batch,
+    /// UDP GSO for runs of datagrams to one client (off once the kernel refuses it).
+    gso: bool,
+    /// AF_XDP sockets (AF_XDP mode), polled with tokens from [`XSK_TOKENS`].
+    xsks: Vec<(XskRole, Xsk)>,
+}
+
+/// What a worker knows and does, apart from its I/O.
+struct Core {
+    index: usize,
     tap: Arc<Tap>,
     tap_peer_mac: [u8; 6],
     sessions: HashMap<u32, Arc<Carried>>,
@@ -461,10 +582,6 @@ struct Worker {
     inbox: Receiver<Command>,
     reports: tokio::sync::mpsc::Sender<Report>,
     stats: Arc<Stats>,
-    rx: Batch,
-    tx: Batch,
-    /// UDP GSO for runs of datagrams to one client (off once the kernel refuses it).
-    gso: bool,
 }
 
 /// What a worker does with an opened packet, decided before the buffer is rewritten.
@@ -478,16 +595,27 @@ enum Opened {
 
 impl Worker {
     fn run(mut self, mut poll: Poll) {
-        let tap_fd = self.tap.raw_fd(self.index);
-        let registered = poll
+        let index = self.core.index;
+        let tap_fd = self.core.tap.raw_fd(index);
+        let mut registered = poll
             .registry()
             .register(&mut SourceFd(&tap_fd), TAP, Interest::READABLE)
             .and_then(|()| match self.udp.as_mut() {
                 Some(udp) => poll.registry().register(udp, UDP, Interest::READABLE),
                 None => Ok(()),
             });
+        for (k, (_, xsk)) in self.xsks.iter().enumerate() {
+            registered = registered.and_then(|()| {
+                let fd = xsk.as_raw_fd();
+                poll.registry().register(
+                    &mut SourceFd(&fd),
+                    Token(XSK_TOKENS + k),
+                    Interest::READABLE,
+                )
+            });
+        }
         if let Err(e) = registered {
-            warn!(worker = self.index, "registering with the poller: {e}");
+            warn!(worker = index, "registering with the poller: {e}");
             return;
         }
         let mut events = Events::with_capacity(8);
@@ -495,24 +623,187 @@ impl Worker {
             if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1)))
                 && e.kind() != io::ErrorKind::Interrupted
             {
-                warn!(worker = self.index, "polling: {e}");
+                warn!(worker = index, "polling: {e}");
                 return;
             }
-            // Edge-triggered: drain both sources until neither has more, a batch of each
+            // Edge-triggered: drain every source until none has more, a batch of each
             // in turn, and keep up with commands in between.
             loop {
-                if !self.apply_commands() {
+                if !self.core.apply_commands() {
                     return;
                 }
-                let more_udp = self.udp_batch();
-                let more_tap = self.tap_batch();
-                if !more_udp && !more_tap {
+                let mut more = self.udp_batch();
+                more |= self.tap_batch();
+                for k in 0..self.xsks.len() {
+                    more |= self.xsk_batch(k);
+                }
+                if !more {
                     break;
                 }
             }
         }
     }
 
+    /// Receives and handles one batch of datagrams; true if there may be more.
+    fn udp_batch(&mut self) -> bool {
+        let Some(fd) = self.udp.as_ref().map(AsRawFd::as_raw_fd) else {
+            return false;
+        };
+        let n = match self.rx.recv(fd, 0) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(e) => {
+                warn!(worker = self.core.index, "receiving: {e}");
+                return false;
+            }
+        };
+        let now = Instant::now();
+        for i in 0..n {
+            self.datagram(i, now);
+        }
+        n == self.rx.capacity()
+    }
+
+    /// Received slot `i`: one datagram, or with UDP GRO several of one sender.
+    fn datagram(&mut self, i: usize, now: Instant) {
+        let segment = self.rx.segment_size(i).max(1);
+        let Some((from, slot, start, len)) = self.rx.datagram_mut(i) else {
+            add(&self.core.stats.truncated, 1);
+            return;
+        };
+        if segment < len {
+            add(&self.core.stats.gro_reads, 1);
+        }
+        for packet in slot[start..start + len].chunks_mut(segment) {
+            self.core.packet(packet, from, now);
+        }
+    }
+
+    /// Reads, seals and sends one batch of frames from the TAP queue; true if there may
+    /// be more.
+    fn tap_batch(&mut self) -> bool {
+        let now = Instant::now();
+        let mut read = 0;
+        let mut more = true;
+        while read < BATCH {
+            let Some(slot) = self.tx.next_free() else {
+                break;
+            };
+            let n = match self
+                .core
+                .tap
+                .read_frame(self.core.index, &mut slot[TAP_READ_AT..])
+            {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(worker = self.core.index, "reading the TAP: {e}");
+                    more = false;
+                    break;
+                }
+            };
+            read += 1;
+            self.core.seal_frame(&mut self.tx, n, None, now);
+        }
+        self.flush();
+        more
+    }
+
+    /// Handles one batch of frames from AF_XDP socket `k`; true if there may be more.
+    fn xsk_batch(&mut self, k: usize) -> bool {
+        let now = Instant::now();
+        let (role, xsk) = &mut self.xsks[k];
+        let (core, tx) = (&mut self.core, &mut self.tx);
+        let n = match role {
+            XskRole::Edge => xsk.receive(BATCH, |chunk, start, len| {
+                let frame = &mut chunk[start..start + len];
+                match udp_payload(frame) {
+                    Some((from, payload)) => core.packet(&mut frame[payload], from, now),
+                    None => add(&core.stats.malformed, 1),
+                }
+            }),
+            XskRole::Target => xsk.receive(BATCH, |chunk, start, len| {
+                let meta = start
+                    .checked_sub(size_of::<XskMeta>())
+                    .map(|at| xsk_meta(&chunk[at..start]))
+                    .filter(|meta| meta.magic == XSK_META_MAGIC);
+                let Some(slot) = tx.next_free() else {
+                    return;
+                };
+                let n = len.min(slot.len() - TAP_READ_AT);
+                slot[TAP_READ_AT..TAP_READ_AT + n].copy_from_slice(&chunk[start..start + n]);
+                core.seal_frame(tx, n, meta.map(|m| m.peer_id), now);
+            }),
+        };
+        if *role == XskRole::Target {
+            add(&self.core.stats.xsk_target_frames, n as u64);
+            self.flush();
+        } else {
+            add(&self.core.stats.xsk_edge_frames, n as u64);
+        }
+        n == BATCH
+    }
+
+    /// Sends what the send batch holds and empties it.
+    fn flush(&mut self) {
+        if !self.tx.is_empty()
+            && let Some(udp) = &self.udp
+        {
+            let queued = self.tx.len();
+            let sent = self.tx.send(udp.as_raw_fd(), &mut self.gso);
+            add(
+                &self.core.stats.send_errors,
+                (queued - sent.datagrams) as u64,
+            );
+            add(&self.core.stats.gso_sends, sent.gso_runs as u64);
+        }
+        self.tx.clear();
+    }
+}
+
+/// The metadata `target` wrote in front of a steered frame (8 bytes, native order).
+fn xsk_meta(bytes: &[u8]) -> XskMeta {
+    let word =
+        |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    XskMeta {
+        magic: word(0),
+        peer_id: word(4),
+    }
+}
+
+/// The sender and the payload's range of an Ethernet/IPv4/UDP frame, or `None` when the
+/// frame is not one (or is a fragment).
+pub fn udp_payload(frame: &[u8]) -> Option<(SocketAddr, std::ops::Range<usize>)> {
+    let ip = frame.get(ETH_LEN..)?;
+    if frame[12..14] != [0x08, 0x00] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+        return None;
+    }
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if header_len < 20 || total_len < header_len + 8 || total_len > ip.len() || fragment != 0 {
+        return None;
+    }
+    let udp = &ip[header_len..total_len];
+    let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    if udp_len < 8 || udp_len > udp.len() {
+        return None;
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let port = u16::from_be_bytes([udp[0], udp[1]]);
+    let payload = ETH_LEN + header_len + 8;
+    Some((
+        SocketAddr::from((src, port)),
+        payload..ETH_LEN + header_len + udp_len,
+    ))
+}
+
+impl Core {
     /// Applies pending commands; false on `Stop` (or when the control plane is gone).
     fn apply_commands(&mut self) -> bool {
         loop {
@@ -544,52 +835,9 @@ impl Worker {
         }
     }
 
-    /// Receives and handles one batch of datagrams; true if there may be more.
-    fn udp_batch(&mut self) -> bool {
-        let Some(fd) = self.udp.as_ref().map(AsRawFd::as_raw_fd) else {
-            return false;
-        };
-        let n = match self.rx.recv(fd, 0) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
-            Err(e) => {
-                warn!(worker = self.index, "receiving: {e}");
-                return false;
-            }
-        };
-        let now = Instant::now();
-        for i in 0..n {
-            self.datagram(i, now);
-        }
-        n == self.rx.capacity()
-    }
-
-    /// Received slot `i`: one datagram, or with UDP GRO several of one sender.
-    fn datagram(&mut self, i: usize, now: Instant) {
-        let Some((from, _, start, len)) = self.rx.datagram_mut(i) else {
-            add(&self.stats.truncated, 1);
-            return;
-        };
-        let segment = self.rx.segment_size(i).max(1);
-        if segment < len {
-            add(&self.stats.gro_reads, 1);
-        }
-        let end = start + len;
-        let mut at = start;
-        while at < end {
-            let n = segment.min(end - at);
-            self.packet(i, from, at, n, now);
-            at += n;
-        }
-    }
-
-    /// The datagram at `start..start + len` of received slot `i`, from `from`.
-    fn packet(&mut self, i: usize, from: SocketAddr, start: usize, len: usize, now: Instant) {
-        let Some((_, slot, _, _)) = self.rx.datagram_mut(i) else {
-            return;
-        };
-        let packet = &mut slot[start..start + len];
+    /// A datagram from `from`: opened and its tunnelled packet written to the TAP
+    /// (Ethernet header written in place, in front of the plaintext), or reported.
+    fn packet(&mut self, packet: &mut [u8], from: SocketAddr, now: Instant) {
         let header = peek_header(packet).ok();
         let session = match header {
             Some((Opcode::DataV2, _)) => {
@@ -620,7 +868,7 @@ impl Worker {
                     && p.get(12..16) == Some(&session.lease.octets()[..]);
                 if own {
                     Opened::Packet {
-                        start: start + opened.plaintext.start,
+                        start: opened.plaintext.start,
                         len: p.len(),
                     }
                 } else {
@@ -654,10 +902,9 @@ impl Worker {
                 add(&self.stats.rx_packets, 1);
                 add(&self.stats.rx_bytes, len as u64);
                 session.activity.count_received(len);
-                let Some((_, slot, _, _)) = self.rx.datagram_mut(i) else {
-                    return;
-                };
-                let frame = &mut slot[start - ETH_LEN..start + len];
+                // The plaintext follows at least the 24 bytes of P_DATA_V2 header,
+                // packet-id and tag, so the Ethernet header fits in front of it.
+                let frame = &mut packet[start - ETH_LEN..start + len];
                 frame[..6].copy_from_slice(&self.tap.mac());
                 frame[6..12].copy_from_slice(&self.tap_peer_mac);
                 frame[12..14].copy_from_slice(&[0x08, 0x00]);
@@ -673,57 +920,29 @@ impl Worker {
         }
     }
 
-    /// Reads, seals and sends one batch of frames from the TAP queue; true if there may
-    /// be more.
-    fn tap_batch(&mut self) -> bool {
-        let now = Instant::now();
-        let mut read = 0;
-        let mut more = true;
-        while read < BATCH {
-            let Some(slot) = self.tx.next_free() else {
-                break;
-            };
-            let n = match self.tap.read_frame(self.index, &mut slot[TAP_READ_AT..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    more = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!(worker = self.index, "reading the TAP: {e}");
-                    more = false;
-                    break;
-                }
-            };
-            read += 1;
-            self.tap_frame(n, now);
-        }
-        if !self.tx.is_empty()
-            && let Some(udp) = &self.udp
-        {
-            let queued = self.tx.len();
-            let sent = self.tx.send(udp.as_raw_fd(), &mut self.gso);
-            add(&self.stats.send_errors, (queued - sent.datagrams) as u64);
-            add(&self.stats.gso_sends, sent.gso_runs as u64);
-        }
-        self.tx.clear();
-        more
-    }
-
-    /// The frame of `n` bytes just read into the next free send slot: seal it for its
-    /// session and queue it (UDP) or hand it to the connection's writer (TCP).
-    fn tap_frame(&mut self, n: usize, now: Instant) {
-        let Some(slot) = self.tx.next_free() else {
+    /// The Ethernet frame of `n` bytes at [`TAP_READ_AT`] of the next free send slot:
+    /// seal its IPv4 packet for the session whose lease is its destination (`peer_id`,
+    /// when given, names it) and queue it (UDP) or hand it to the connection's writer
+    /// (TCP).
+    fn seal_frame(&mut self, tx: &mut Batch, n: usize, peer_id: Option<u32>, now: Instant) {
+        let Some(slot) = tx.next_free() else {
             return;
         };
         let frame = &slot[TAP_READ_AT..TAP_READ_AT + n];
         if n <= ETH_LEN + 20 || frame[12..14] != [0x08, 0x00] {
+            add(&self.stats.malformed, 1);
             return;
         }
-        let packet_len = n - ETH_LEN;
+        // Without Ethernet padding a short frame may carry.
+        let total_len = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+        let packet_len = total_len.clamp(20, n - ETH_LEN);
         let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
-        let Some(session) = self.by_lease.get(&dst).and_then(|id| self.sessions.get(id)) else {
+        let named = peer_id
+            .and_then(|id| self.sessions.get(&id))
+            .filter(|s| s.lease == dst);
+        let Some(session) =
+            named.or_else(|| self.by_lease.get(&dst).and_then(|id| self.sessions.get(id)))
+        else {
             add(&self.stats.no_session, 1);
             return;
         };
@@ -746,12 +965,76 @@ impl Worker {
         match &session.peer {
             Peer::Udp(to) => {
                 let to = *to;
-                self.tx.push(to, 0, len);
+                tx.push(to, 0, len);
             }
             Peer::Stream(writer) => {
                 if writer.send(slot[..len].to_vec()).is_err() {
                     add(&self.stats.send_errors, 1);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet/IPv4/UDP frame from 192.0.2.7:51000 with `payload`.
+    fn udp_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let total = (20 + 8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0]);
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[192, 0, 2, 7, 198, 51, 100, 1]);
+        f.extend_from_slice(&51000u16.to_be_bytes());
+        f.extend_from_slice(&1194u16.to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn udp_payload_finds_sender_and_payload() {
+        let mut f = udp_frame(b"openvpn");
+        // Ethernet padding after the datagram is not payload.
+        f.extend_from_slice(&[0; 6]);
+        let (from, range) = udp_payload(&f).unwrap();
+        assert_eq!(from, "192.0.2.7:51000".parse().unwrap());
+        assert_eq!(&f[range], b"openvpn");
+    }
+
+    #[test]
+    fn udp_payload_refuses_what_is_not_a_whole_udp_datagram() {
+        let good = udp_frame(b"openvpn");
+        type Breakage = fn(&mut Vec<u8>);
+        let cases: [(&str, Breakage); 8] = [
+            ("not IPv4 ethertype", |f| f[12] = 0x86),
+            ("IPv6 version", |f| f[14] = 0x65),
+            ("TCP", |f| f[23] = 6),
+            ("header length 16", |f| f[14] = 0x44),
+            ("total length past the frame", |f| f[17] += 1),
+            ("more fragments", |f| f[20] = 0x20),
+            ("fragment offset", |f| f[21] = 1),
+            ("UDP length past the IP packet", |f| f[39] += 1),
+        ];
+        for (what, break_it) in cases {
+            let mut f = good.clone();
+            break_it(&mut f);
+            assert_eq!(udp_payload(&f), None, "{what}");
+        }
+        for len in 0..good.len() {
+            assert_eq!(udp_payload(&good[..len]), None, "truncated to {len}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn udp_payload_never_panics_and_stays_inside(frame in proptest::collection::vec(proptest::num::u8::ANY, 0..128)) {
+            if let Some((_, range)) = udp_payload(&frame) {
+                proptest::prop_assert!(range.start <= range.end && range.end <= frame.len());
             }
         }
     }

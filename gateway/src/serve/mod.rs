@@ -188,9 +188,6 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         warn!("{other} is not served: one UDP and one TCP port are");
     }
 
-    if config.dataplane.mode == DataplaneMode::AfXdp {
-        warn!("dataplane.mode = \"afxdp\" is not available yet; running socket mode");
-    }
     let pool = AddressPool::new(config.endpoint.client_cidr);
     let workers = worker::worker_count(config.dataplane.workers);
     let tap = Tap::create(
@@ -211,14 +208,31 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
     let xdp = attach(&config, &tap, &udp_ports)?;
     let tap = std::sync::Arc::new(tap);
     let (report_tx, mut reports) = tokio::sync::mpsc::channel::<Report>(REPORT_QUEUE);
-    let workers = Workers::start(worker::Settings {
+    let settings = |afxdp| worker::Settings {
         pin: config.dataplane.pin,
         udp_port: udp.map(|l| l.port),
         tap: tap.clone(),
         tap_peer_mac: TAP_PEER_MAC,
-        reports: report_tx,
-    })
+        afxdp,
+        reports: report_tx.clone(),
+    };
+    let workers = match config.dataplane.mode {
+        DataplaneMode::Sockets => Workers::start(settings(None)),
+        DataplaneMode::AfXdp => Workers::start(settings(Some(afxdp_interfaces(&config, udp)?))),
+        DataplaneMode::Auto => {
+            match Workers::start(settings(Some(afxdp_interfaces(&config, udp)?))) {
+                Ok(workers) => Ok(workers),
+                Err(e) => {
+                    warn!("AF_XDP is not available ({e}); running socket mode");
+                    Workers::start(settings(None))
+                }
+            }
+        }
+    }
     .context("starting the data-plane workers")?;
+    drop(report_tx);
+    let mut xdp = xdp;
+    steer_to_workers(&mut xdp, &workers)?;
 
     let mut secret = [0u8; 32];
     SystemRandom::new()
@@ -304,6 +318,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                             Err(message) => AdminResponse::Error { message },
                         }
                     }
+                    AdminRequest::Dataplane => AdminResponse::Dataplane(dataplane_status(&plane.workers)),
                 };
                 let _ = reply.send(response);
             },
@@ -348,6 +363,9 @@ fn log_counters(message: &str, server: &Server, w: &worker::Totals) {
         send_errors = w.send_errors,
         gso_sends = w.gso_sends,
         gro_reads = w.gro_reads,
+        xsk_edge_frames = w.xsk_edge_frames,
+        xsk_target_frames = w.xsk_target_frames,
+        malformed = w.malformed,
         "{message}"
     );
 }
@@ -529,6 +547,79 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
     policy.insert_dataplane_device(tap.ifindex())?;
     policy.attach_inner(tap.name(), AttachMode::Native)?;
     Ok(Xdp { edge, policy })
+}
+
+/// The interfaces AF_XDP mode puts sockets on: the public one (when UDP is served) and
+/// every target interface.
+fn afxdp_interfaces(config: &Config, udp: Option<crate::config::Listen>) -> Result<worker::AfXdp> {
+    let ifindex = |name: &str| {
+        rules::lookup_interface(name)
+            .map(|i| i.ifindex)
+            .map_err(|e| anyhow::anyhow!("interface {name}: {e}"))
+    };
+    let edge = match udp {
+        Some(_) => Some(ifindex(&config.endpoint.public_interface)?),
+        None => None,
+    };
+    let mut targets = Vec::new();
+    for target in &config.targets {
+        let index = ifindex(&target.interface)?;
+        if !targets.contains(&index) {
+            targets.push(index);
+        }
+    }
+    Ok(worker::AfXdp { edge, targets })
+}
+
+/// What `gateway dataplane` shows.
+fn dataplane_status(workers: &Workers) -> crate::admin::DataplaneStatus {
+    let af_xdp_sockets: Vec<_> = workers
+        .xsks()
+        .iter()
+        .map(|b| crate::admin::XskSocket {
+            role: match b.role {
+                worker::XskRole::Edge => "edge",
+                worker::XskRole::Target => "target",
+            }
+            .to_string(),
+            ifindex: b.ifindex,
+            queue: b.queue,
+            worker: b.worker,
+        })
+        .collect();
+    crate::admin::DataplaneStatus {
+        mode: mode_name(workers).to_string(),
+        workers: workers.count(),
+        af_xdp_sockets,
+        counters: workers.totals(),
+    }
+}
+
+fn mode_name(workers: &Workers) -> &'static str {
+    if workers.xsks().is_empty() {
+        "sockets"
+    } else {
+        "afxdp"
+    }
+}
+
+/// Puts the workers' AF_XDP sockets (if any) into the XSKMAPs of `edge` and `target`.
+fn steer_to_workers(xdp: &mut Xdp, workers: &Workers) -> Result<()> {
+    for binding in workers.xsks() {
+        match binding.role {
+            worker::XskRole::Edge => xdp.edge.insert_xsk(binding.queue, &binding.fd)?,
+            worker::XskRole::Target => {
+                xdp.policy
+                    .insert_target_xsk(binding.ifindex, binding.queue, &binding.fd)?
+            }
+        }
+    }
+    info!(
+        mode = mode_name(workers),
+        af_xdp_sockets = workers.xsks().len(),
+        "data plane ready"
+    );
+    Ok(())
 }
 
 /// SIGHUP: routes and authorization rules from the file again, swapped in whole;
