@@ -33,12 +33,33 @@ pub struct Bed {
 /// The server of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
+    /// Our gateway in its default mode, which is AF_XDP on the lab's veths.
     Ours,
+    /// Our gateway with `dataplane.mode = "sockets"`.
+    OursSockets,
     Stock,
 }
 
 impl Server {
     pub const BOTH: [Server; 2] = [Server::Ours, Server::Stock];
+    /// Ours in each data-plane mode, then stock.
+    pub const EVERY_MODE: [Server; 3] = [Server::Ours, Server::OursSockets, Server::Stock];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Ours => "ours",
+            Server::OursSockets => "ours (sockets)",
+            Server::Stock => "stock",
+        }
+    }
+
+    /// The data-plane mode our gateway must report running in.
+    fn mode(self) -> &'static str {
+        match self {
+            Server::OursSockets => "sockets",
+            _ => "afxdp",
+        }
+    }
 }
 
 impl Bed {
@@ -58,7 +79,12 @@ impl Bed {
         topo.client
             .exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"])?;
         let config_path = dir.join("gateway.toml");
-        std::fs::write(&config_path, config_text(&pki, &dir.join("admin.sock")))?;
+        let text = config_text(&pki, &dir.join("admin.sock"));
+        std::fs::write(&config_path, &text)?;
+        std::fs::write(
+            dir.join("gateway-sockets.toml"),
+            format!("{text}\n[dataplane]\nmode = \"sockets\"\n"),
+        )?;
         let config = Config::load(&config_path)?;
         Ok(Self {
             lab,
@@ -80,18 +106,31 @@ impl Bed {
     /// `gateway_bin`. Returns its pid.
     pub fn start(&mut self, server: Server, gateway_bin: &Path) -> Result<ProcessId> {
         match server {
-            Server::Ours => {
-                let log = self.dir.join("gateway.log");
+            Server::Ours | Server::OursSockets => {
+                let (config, log) = match server {
+                    Server::Ours => (self.config_path.clone(), self.dir.join("gateway.log")),
+                    _ => (
+                        self.dir.join("gateway-sockets.toml"),
+                        self.dir.join("gateway-sockets.log"),
+                    ),
+                };
                 let p = |path: &Path| path.to_string_lossy().into_owned();
                 let pid = self.lab.spawn(
                     &self.topo.gateway,
-                    &[&p(gateway_bin), "serve", "--config", &p(&self.config_path)],
+                    &[&p(gateway_bin), "serve", "--config", &p(&config)],
                     Some(&log),
                 )?;
                 wait_until("the gateway", Duration::from_secs(10), || {
                     read_log(&log).contains("serving")
                 })
                 .with_context(|| read_log(&log))?;
+                let mode = format!("mode=\"{}\"", server.mode());
+                if !read_log(&log).contains(&mode) {
+                    bail!(
+                        "our gateway did not start in {mode}; its log:\n{}",
+                        read_log(&log)
+                    );
+                }
                 Ok(pid)
             }
             Server::Stock => {

@@ -1,5 +1,5 @@
-//! Scenario `iperf`: the stock OpenVPN 2.6 client and iperf3 TCP through our gateway and
-//! through the stock OpenVPN server, one after the other in the same lab, in both
+//! Scenario `iperf`: the stock OpenVPN 2.6 client and iperf3 TCP through our gateway (in
+//! AF_XDP mode, then socket mode) and through the stock OpenVPN server, one after the other in the same lab, in both
 //! directions (upload: client → target; download: target → client), with the server
 //! process's CPU time per byte and the machine's load; the ratio is the headline.
 
@@ -38,8 +38,9 @@ impl Direction {
     }
 }
 
-/// Ours and stock OpenVPN's result, per direction (in [`Direction::BOTH`] order).
-pub type Results = Vec<(Direction, Side, Side)>;
+/// Per direction (in [`Direction::BOTH`] order): ours in AF_XDP mode, ours in socket
+/// mode, and stock OpenVPN's result.
+pub type Results = Vec<(Direction, Side, Side, Side)>;
 
 /// Runs both sides for `seconds` per direction; `gateway_bin` is the release `gateway`
 /// binary.
@@ -48,29 +49,27 @@ pub fn run(gateway_bin: &Path, seconds: u64, dir: &Path) -> Result<Results> {
     let profile = dir.join("alice.ovpn");
     std::fs::write(&profile, bed.profile()?)?;
     let mut sides = Vec::new();
-    for server in Server::BOTH {
+    for server in Server::EVERY_MODE {
         let pid = bed.start(server, gateway_bin)?;
-        let name = match server {
-            Server::Ours => "ours",
-            Server::Stock => "stock",
-        };
+        let name = server.name().replace([' ', '(', ')'], "");
         sides.push(measure(
             &mut bed.lab,
             &bed.topo,
             pid,
             &profile,
             dir,
-            name,
+            &name,
             seconds,
         )?);
         bed.lab.stop(pid)?;
     }
     let theirs = sides.pop().context("stock side")?;
+    let sockets = sides.pop().context("our socket-mode side")?;
     let ours = sides.pop().context("our side")?;
     Ok(Direction::BOTH
         .iter()
-        .zip(ours.into_iter().zip(theirs))
-        .map(|(d, (o, s))| (*d, o, s))
+        .zip(ours.into_iter().zip(sockets).zip(theirs))
+        .map(|(d, ((o, k), s))| (*d, o, k, s))
         .collect())
 }
 

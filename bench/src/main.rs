@@ -58,7 +58,7 @@ enum Scenario {
     /// Round trips at 10, 50 and 90 % of each server's capacity.
     Latency,
     /// ns/packet of the XDP programs through BPF_PROG_TEST_RUN: `edge` per frame kind,
-    /// `inner` and `target` at 1, 1,000 and 16,384 routes and rules with 100,000 NAT flows.
+    /// `inner` and `target` at 1, 1,000 and 100,000 routes and rules with 100,000 NAT flows.
     Xdp,
     /// iperf3 TCP with the stock client through each server, both directions.
     Iperf,
@@ -173,7 +173,7 @@ fn iperf_side_by_side(
     dir: &Path,
     report: &mut Report,
 ) -> Result<()> {
-    for (direction, ours, stock) in iperf::run(gateway_bin, seconds, &dir.join("iperf"))? {
+    for (direction, ours, sockets, stock) in iperf::run(gateway_bin, seconds, &dir.join("iperf"))? {
         let d = direction.name();
         report.row(
             "iperf",
@@ -195,6 +195,20 @@ fn iperf_side_by_side(
             "fraction",
             ours.machine_busy,
             Some(stock.machine_busy),
+        );
+        report.row(
+            "iperf",
+            format!("{d}, socket mode: throughput (Mbit/s)"),
+            "Mbit/s",
+            sockets.mbit_per_s,
+            Some(stock.mbit_per_s),
+        );
+        report.row(
+            "iperf",
+            format!("{d}, socket mode: server CPU per GB (s)"),
+            "s/GB",
+            sockets.cpu_s_per_gb,
+            Some(stock.cpu_s_per_gb),
         );
     }
     Ok(())

@@ -173,13 +173,6 @@ fn with_sessions<T>(
     Ok(out)
 }
 
-fn name(server: Server) -> &'static str {
-    match server {
-        Server::Ours => "ours",
-        Server::Stock => "stock",
-    }
-}
-
 /// One throughput measurement.
 #[derive(Debug, Clone, Copy, Default)]
 struct Flow {
@@ -204,16 +197,19 @@ pub fn throughput(
     let most = *size.session_counts().iter().max().unwrap_or(&1);
     let duration = Duration::from_secs(size.seconds());
     let mut flows =
-        vec![vec![Flow::default(); size.packet_sizes().len() * size.session_counts().len()]; 2];
+        vec![
+            vec![Flow::default(); size.packet_sizes().len() * size.session_counts().len()];
+            Server::EVERY_MODE.len()
+        ];
     let mut calibration = vec![0.0; size.packet_sizes().len()];
-    for (s, server) in Server::BOTH.into_iter().enumerate() {
+    for (s, server) in Server::EVERY_MODE.into_iter().enumerate() {
         let pid = bed.start(server, gateway_bin)?;
         let mut storm = storm(bed, &config, most)?;
         if storm.failures > 0 {
             bail!(
                 "{} of {most} sessions did not connect to {}",
                 storm.failures,
-                name(server)
+                server.name()
             );
         }
         let mut k = 0;
@@ -257,16 +253,16 @@ pub fn throughput(
     let mut k = 0;
     for &packet in size.packet_sizes() {
         for &sessions in size.session_counts() {
-            let (o, s) = (flows[0][k], flows[1][k]);
+            let (o, sockets, s) = (flows[0][k], flows[1][k], flows[2][k]);
             let label = format!("{sessions} sess, {packet} B");
-            for (server, flow) in [("ours", o), ("stock", s)] {
+            for (s, server) in Server::EVERY_MODE.into_iter().enumerate() {
                 report.point(
                     "throughput.png",
                     "Echo throughput through the server",
                     "inner packet size (bytes)",
                     "echoes per second (thousands)",
-                    format!("{server}, {sessions} sessions"),
-                    (packet as f64, flow.down_pps / 1e3),
+                    format!("{}, {sessions} sessions", server.name()),
+                    (packet as f64, flows[s][k].down_pps / 1e3),
                 );
             }
 
@@ -312,6 +308,21 @@ pub fn throughput(
                 "fraction",
                 o.loss,
                 Some(s.loss),
+            );
+            // Our socket mode against the same stock figures.
+            report.row(
+                "throughput",
+                format!("{label}, socket mode: down (kpps)"),
+                "kpps",
+                sockets.down_pps / 1e3,
+                Some(s.down_pps / 1e3),
+            );
+            report.row(
+                "throughput",
+                format!("{label}, socket mode: server CPU per packet (µs)"),
+                "us",
+                sockets.cpu_ns_per_packet / 1e3,
+                Some(s.cpu_ns_per_packet / 1e3),
             );
             k += 1;
         }
@@ -502,7 +513,7 @@ pub fn sessions(
             std::thread::sleep(Duration::from_secs(2));
             let after = rss_kib(pid.0)?;
             if established == 0 {
-                bail!("no session connected to {}", name(server));
+                bail!("no session connected to {}", server.name());
             }
             per_session[s] = after.saturating_sub(before) as f64 * 1024.0 / established as f64;
             if server == Server::Ours {

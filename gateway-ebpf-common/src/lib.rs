@@ -329,8 +329,9 @@ pub const POLICY_MAPS: [&str; 2] = ["POLICY_0", "POLICY_1"];
 pub const POLICY_GENERATION_MAP: &str = "POLICY_GENERATION";
 /// Capacities of the policy maps.
 pub const MAX_SESSIONS: u32 = 65_536;
-pub const MAX_ROUTES: u32 = 16_384;
-pub const MAX_AUTHZ_RULES: u32 = 16_384;
+/// LPM tries allocate per entry (no preallocation), so these cost nothing until used.
+pub const MAX_ROUTES: u32 = 131_072;
+pub const MAX_AUTHZ_RULES: u32 = 131_072;
 /// Prefixes of the merged policy trie: every route network and every rule network.
 pub const MAX_POLICY_PREFIXES: u32 = MAX_ROUTES + MAX_AUTHZ_RULES;
 

@@ -618,7 +618,13 @@ impl Worker {
             warn!(worker = index, "registering with the poller: {e}");
             return;
         }
-        let mut events = Events::with_capacity(8);
+        let mut events = Events::with_capacity(8 + self.xsks.len());
+        // Sources that may have more to read: set by their events, cleared once a read
+        // finds them drained (edge-triggered, so the next arrival brings a new event).
+        // Reading only these spares an empty system call per idle source and round.
+        let mut udp_ready = true;
+        let mut tap_ready = true;
+        let mut xsk_ready = vec![true; self.xsks.len()];
         loop {
             if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1)))
                 && e.kind() != io::ErrorKind::Interrupted
@@ -626,16 +632,36 @@ impl Worker {
                 warn!(worker = index, "polling: {e}");
                 return;
             }
-            // Edge-triggered: drain every source until none has more, a batch of each
-            // in turn, and keep up with commands in between.
+            for event in events.iter() {
+                match event.token() {
+                    UDP => udp_ready = true,
+                    TAP => tap_ready = true,
+                    Token(k) if k >= XSK_TOKENS => {
+                        if let Some(ready) = xsk_ready.get_mut(k - XSK_TOKENS) {
+                            *ready = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Drain every ready source, a batch of each in turn, and keep up with
+            // commands in between.
             loop {
                 if !self.core.apply_commands() {
                     return;
                 }
-                let mut more = self.udp_batch();
-                more |= self.tap_batch();
-                for k in 0..self.xsks.len() {
-                    more |= self.xsk_batch(k);
+                if udp_ready {
+                    udp_ready = self.udp_batch();
+                }
+                if tap_ready {
+                    tap_ready = self.tap_batch();
+                }
+                let mut more = udp_ready || tap_ready;
+                for (k, ready) in xsk_ready.iter_mut().enumerate() {
+                    if *ready {
+                        *ready = self.xsk_batch(k);
+                        more |= *ready;
+                    }
                 }
                 if !more {
                     break;
