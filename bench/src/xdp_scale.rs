@@ -94,7 +94,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<()> {
         (&[1, 1_000, 100_000], 100_000)
     };
     for &n in sizes {
-        let result = ns.run_in(|| -> Result<[f64; 5]> {
+        let result = ns.run_in(|| -> Result<[f64; 6]> {
             let mut policy = Policy::load_with_nat_capacity(nat_flows + 2 * SAMPLES)?;
             policy.insert_session(
                 Ipv4Addr::from(LEASE),
@@ -131,8 +131,10 @@ pub fn run(report: &mut Report, quick: bool) -> Result<()> {
                 policy.inner(),
                 (nat_flows..nat_flows + SAMPLES).map(outbound),
             )?;
-            // An established flow: the lookups plus a NAT hit.
+            // An established flow: the lookups plus a NAT hit; over many flows (cold
+            // caches, as under real load) and over one flow again and again (hot).
             let established = mean_ns(policy.inner(), (0..SAMPLES).map(outbound))?;
+            let one_flow = mean_ns(policy.inner(), (0..SAMPLES).map(|_| outbound(0)))?;
             // Replies: reverse NAT hits for established flows.
             let reverse_hit = mean_ns(policy.target(), (0..SAMPLES).map(reply))?;
             let misses = (0..SAMPLES).map(|i| {
@@ -154,6 +156,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<()> {
                 reverse_hit - overhead,
                 miss_repeated,
                 overhead,
+                one_flow - overhead,
             ])
         })??;
         let label = format!("{n} routes and rules, {nat_flows} NAT flows");
@@ -169,6 +172,13 @@ pub fn run(report: &mut Report, quick: bool) -> Result<()> {
             format!("{label}: inner, established (ns)"),
             "ns",
             result[1],
+            None,
+        );
+        report.row(
+            "xdp",
+            format!("{label}: inner, established, one flow again and again (ns)"),
+            "ns",
+            result[5],
             None,
         );
         report.row(

@@ -140,9 +140,9 @@ pub enum ReplayError {
 /// [`ReplayWindow::commit`] only after its tag verified; `commit` checks again, so a batch
 /// may check several packets first and a duplicate inside the batch still fails at commit.
 ///
-/// The time window is evaluated exactly at each `now`; OpenVPN expires ids in a
-/// periodic sweep with 1 s clock granularity, so it may accept a late id a few seconds
-/// longer than we do.
+/// The time window is evaluated at each `now` with millisecond arrival times; OpenVPN
+/// expires ids in a periodic sweep with 1 s clock granularity, so it may accept a late id
+/// a few seconds longer than we do.
 #[derive(Debug, Clone)]
 pub struct ReplayWindow {
     config: ReplayConfig,
@@ -150,9 +150,20 @@ pub struct ReplayWindow {
     sender_time: u32,
     /// Highest id accepted in the current sequence; 0 before the first one.
     highest: u32,
-    /// Arrival time of each accepted id in `(highest - window, highest]`, at `id % window`.
-    seen: Box<[Option<Instant>]>,
+    /// Where the arrival clock of `seen` starts: the first arrival (moved forward
+    /// before the clock overflows).
+    epoch: Option<Instant>,
+    /// Arrival time of each accepted id in `(highest - window, highest]`, at
+    /// `id % window`: milliseconds after `epoch` plus one, 0 for none (4 bytes a slot, a
+    /// quarter of an `Option<Instant>`: every session keeps two windows).
+    seen: Box<[u32]>,
 }
+
+/// Arrival stamps at or past this many milliseconds after the epoch move it forward.
+const REBASE_AT_MS: u128 = 1 << 31;
+/// How far behind `now` the epoch is put when it moves: arrivals older than this (12
+/// days, far beyond any time window) all read as this old afterwards.
+const REBASE_KEEP_MS: u128 = 1 << 30;
 
 impl ReplayWindow {
     /// An empty window; allocates `config.window()` slots once.
@@ -162,8 +173,25 @@ impl ReplayWindow {
             config,
             sender_time: 0,
             highest: 0,
-            seen: vec![None; slots].into_boxed_slice(),
+            epoch: None,
+            seen: vec![0; slots].into_boxed_slice(),
         }
+    }
+
+    /// The stamp of an arrival at `now`, moving the epoch forward first if `now` is
+    /// too far from it for 32 bits.
+    fn stamp(&mut self, now: Instant) -> u32 {
+        let epoch = self.epoch.get_or_insert(now);
+        let mut ms = now.saturating_duration_since(*epoch).as_millis();
+        if ms >= REBASE_AT_MS {
+            let shift = ms - REBASE_KEEP_MS;
+            *epoch += Duration::from_millis(shift as u64);
+            for slot in self.seen.iter_mut().filter(|s| **s != 0) {
+                *slot = (u128::from(*slot).saturating_sub(shift) as u32).max(1);
+            }
+            ms -= shift;
+        }
+        ms as u32 + 1
     }
 
     /// The settings.
@@ -259,7 +287,7 @@ impl ReplayWindow {
         if sender_time > self.sender_time {
             self.sender_time = sender_time;
             self.highest = 0;
-            self.seen.fill(None);
+            self.seen.fill(0);
         }
         if self.config.window == 0 {
             self.highest = packet_id;
@@ -268,18 +296,19 @@ impl ReplayWindow {
         if packet_id > self.highest {
             let advance = packet_id - self.highest;
             if advance >= self.config.window {
-                self.seen.fill(None);
+                self.seen.fill(0);
             } else {
                 for id in self.highest + 1..packet_id {
                     if let Some(slot) = self.slot_mut(id) {
-                        *slot = None;
+                        *slot = 0;
                     }
                 }
             }
             self.highest = packet_id;
         }
+        let stamp = self.stamp(now);
         if let Some(slot) = self.slot_mut(packet_id) {
-            *slot = Some(now);
+            *slot = stamp;
         }
         Ok(())
     }
@@ -294,10 +323,13 @@ impl ReplayWindow {
 
     fn arrival(&self, packet_id: u32) -> Option<Instant> {
         let index = self.slot_index(packet_id)?;
-        self.seen.get(index).copied().flatten()
+        match (self.seen.get(index).copied()?, self.epoch) {
+            (0, _) | (_, None) => None,
+            (stamp, Some(epoch)) => Some(epoch + Duration::from_millis(u64::from(stamp - 1))),
+        }
     }
 
-    fn slot_mut(&mut self, packet_id: u32) -> Option<&mut Option<Instant>> {
+    fn slot_mut(&mut self, packet_id: u32) -> Option<&mut u32> {
         let index = self.slot_index(packet_id)?;
         self.seen.get_mut(index)
     }
@@ -447,6 +479,34 @@ mod tests {
         accept(&mut w, 1000, t).unwrap();
         assert_eq!(w.check(937, t), Ok(()));
         assert!(matches!(w.check(936, t), Err(ReplayError::TooOld { .. })));
+    }
+
+    #[test]
+    fn the_arrival_clock_survives_weeks_without_a_rekey() {
+        let t0 = Instant::now();
+        let days = |n: u64| t0 + Duration::from_secs(n * 86_400);
+        let mut w = ReplayWindow::new(ReplayConfig::default());
+        accept(&mut w, 1, t0).unwrap();
+        // 30 days on, past the 32-bit millisecond clock (24.8 days): the epoch moves.
+        accept(&mut w, 3, days(30)).unwrap();
+        assert_eq!(w.arrival(3), Some(days(30)));
+        // 1 is still remembered (as long ago), 2 is judged by 3's arrival.
+        assert_eq!(
+            w.check(1, days(30)),
+            Err(ReplayError::Replayed { packet_id: 1 })
+        );
+        assert_eq!(w.check(2, days(30) + Duration::from_secs(15)), Ok(()));
+        assert!(matches!(
+            w.check(2, days(30) + Duration::from_secs(16)),
+            Err(ReplayError::Expired { .. })
+        ));
+        // And again 60 days on.
+        accept(&mut w, 4, days(60)).unwrap();
+        assert_eq!(w.arrival(4), Some(days(60)));
+        assert_eq!(
+            w.check(3, days(60)),
+            Err(ReplayError::Replayed { packet_id: 3 })
+        );
     }
 
     #[test]

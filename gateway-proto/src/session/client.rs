@@ -154,7 +154,7 @@ impl Session {
             .keys
             .get_mut(index)
             .ok_or_else(|| CloseReason::Internal("key state vanished".into()))?;
-        key.client_source = Some(source);
+        key.client_source = Some(Box::new(source));
         key.tls
             .writer()
             .write_all(&out)
@@ -174,7 +174,7 @@ impl Session {
                 return Ok(());
             };
             key.plaintext.drain(..parsed.consumed);
-            key.server_source = Some(parsed.message.key_source);
+            key.server_source = Some(Box::new(parsed.message.key_source));
             key.phase = Phase::Exchanged;
             let common_name = key
                 .tls

@@ -164,7 +164,8 @@ fn root_store(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, ConfigErr
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub(crate) tls: Arc<rustls::ServerConfig>,
-    pub(crate) common: Common,
+    /// Shared by every session (about 550 bytes with the wrap's keys).
+    pub(crate) common: Arc<Common>,
     pub(crate) ciphers: Vec<Cipher>,
     pub(crate) features: ServerFeatures,
 }
@@ -214,7 +215,7 @@ impl ServerConfig {
         tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Self {
             tls: Arc::new(tls),
-            common: settings.common,
+            common: Arc::new(settings.common),
             ciphers: settings.ciphers,
             features: settings.features,
         })
@@ -225,7 +226,7 @@ impl ServerConfig {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub(crate) tls: Arc<rustls::ClientConfig>,
-    pub(crate) common: Common,
+    pub(crate) common: Arc<Common>,
     pub(crate) ciphers: Vec<Cipher>,
     pub(crate) username: String,
     pub(crate) password: String,
@@ -283,7 +284,7 @@ impl ClientConfig {
         tls.enable_sni = false;
         Ok(Self {
             tls: Arc::new(tls),
-            common: settings.common,
+            common: Arc::new(settings.common),
             ciphers: settings.ciphers,
             username: settings.username,
             password: settings.password,

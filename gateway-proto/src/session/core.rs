@@ -2,6 +2,7 @@
 //! session-id checks, key_id bookkeeping and renegotiation, timers, and the data channel.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -56,7 +57,7 @@ pub(crate) enum Life {
 #[derive(Debug)]
 pub struct Session {
     pub(crate) role: RoleState,
-    pub(crate) common: Common,
+    pub(crate) common: Arc<Common>,
     pub(crate) session_id: SessionId,
     pub(crate) peer_session_id: Option<SessionId>,
     pub(crate) keys: Vec<KeyState>,
@@ -99,7 +100,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn with_parts(
         role: RoleState,
-        common: Common,
+        common: Arc<Common>,
         session_id: SessionId,
         peer_session_id: Option<SessionId>,
         first_key: KeyState,
@@ -395,7 +396,12 @@ impl Session {
         if self.life == Life::Closed {
             return;
         }
+        let before = self.keys.len();
         self.keys.retain(|k| k.expires.is_none_or(|at| now < at));
+        if self.keys.len() < before {
+            // A key state is about 2 KB: an idle session keeps room for one only.
+            self.keys.shrink_to_fit();
+        }
         self.server_handle_timeout(now);
         if self.life != Life::Open {
             return;
@@ -407,6 +413,7 @@ impl Session {
         if let Some(index) = expired {
             if self.established {
                 self.keys.remove(index);
+                self.keys.shrink_to_fit();
             } else {
                 self.finish(CloseReason::HandshakeTimeout);
                 return;

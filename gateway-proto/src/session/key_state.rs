@@ -58,8 +58,10 @@ pub(crate) struct KeyState {
     pub phase: Phase,
     /// When this key's negotiation started (hand-window).
     pub started: Instant,
-    pub client_source: Option<ClientKeySource>,
-    pub server_source: Option<ServerKeySource>,
+    /// Key-method 2 random material, until the keys are derived (boxed: a session
+    /// keeps its key states, and these are gone once the key is active).
+    pub client_source: Option<Box<ClientKeySource>>,
+    pub server_source: Option<Box<ServerKeySource>>,
     pub active: Option<ActiveKeys>,
     /// Lame duck: dropped at this instant.
     pub expires: Option<Instant>,
@@ -228,6 +230,9 @@ impl KeyState {
             bytes: 0,
             packets: 0,
         });
+        // Derived: the random material is not needed (nor kept) any longer.
+        self.client_source = None;
+        self.server_source = None;
         Ok(())
     }
 }

@@ -190,7 +190,7 @@ pub struct Established {
 pub enum Event {
     /// Server role: decide with [`Session::accept`] or [`Session::reject`] (or first
     /// [`Session::accept_pending`]).
-    AuthRequest(AuthRequest),
+    AuthRequest(Box<AuthRequest>),
     /// Client role: the server announced AUTH_PENDING (authentication continues out of
     /// band, e.g. in a browser); the session keeps waiting for PUSH_REPLY or AUTH_FAILED.
     /// An INFO_PRE that follows fills in `info` of the event not yet polled, else it is
@@ -205,7 +205,7 @@ pub enum Event {
     Established(Box<Established>),
     /// A renegotiated key now carries our sends; the previous one still decrypts for the
     /// transition window.
-    Rekeyed(KeyMaterial),
+    Rekeyed(Box<KeyMaterial>),
     /// A tunnelled packet arrived (pings and OCC messages are handled inside).
     Packet(Vec<u8>),
     /// The session ended; nothing more will be sent or accepted.

@@ -139,7 +139,7 @@ impl Session {
         }
         self.send_key = Some(key_id);
         if let Some(material) = self.key_material(key_id) {
-            self.events.push_back(Event::Rekeyed(material));
+            self.events.push_back(Event::Rekeyed(Box::new(material)));
         }
     }
 

@@ -380,8 +380,8 @@ impl Session {
             .emit(Framing::Stock, &mut out)
             .map_err(|e| CloseReason::Internal(e.to_string()))?;
         let key = &mut self.keys[index];
-        key.client_source = Some(message.key_source.clone());
-        key.server_source = Some(server_source);
+        key.client_source = Some(Box::new(message.key_source.clone()));
+        key.server_source = Some(Box::new(server_source));
         key.phase = Phase::Exchanged;
         key.write_plaintext(&out)?;
         let RoleState::Server(server) = &mut self.role else {
@@ -431,10 +431,11 @@ impl Session {
         };
         self.cipher = Some(negotiated.cipher);
         self.activate_key(index, now)?;
-        self.events.push_back(Event::AuthRequest(AuthRequest {
-            identity: self.identity.clone(),
-            password: message.password,
-        }));
+        self.events
+            .push_back(Event::AuthRequest(Box::new(AuthRequest {
+                identity: self.identity.clone(),
+                password: message.password,
+            })));
         Ok(())
     }
 }

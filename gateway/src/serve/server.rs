@@ -105,7 +105,9 @@ pub struct Server {
     cookie: CookieKey,
     resets: ResetRateLimiter,
     pub(super) pool: AddressPool,
-    clients: HashMap<u32, Client>,
+    /// Boxed: a free slot of the map then costs a pointer, not a whole client (the map
+    /// keeps up to half its slots free).
+    clients: HashMap<u32, Box<Client>>,
     by_addr: HashMap<SocketAddr, u32>,
     by_lease: HashMap<Ipv4Addr, u32>,
     next_peer_id: u32,
@@ -369,7 +371,7 @@ impl Server {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         self.clients.insert(
             peer_id,
-            Client {
+            Box::new(Client {
                 connection_id: format!("cvpn-connection-{}", &hex[..17]),
                 session,
                 addr: from,
@@ -383,7 +385,7 @@ impl Server {
                 groups: Vec::new(),
                 carried: None,
                 activity: Arc::new(Activity::new(now)),
-            },
+            }),
         );
         self.by_addr.insert(from, peer_id);
         self.drive(peer_id, now, dp);

@@ -29,7 +29,7 @@ fn tls_crypt_handshake_push_and_data() {
     assert_eq!(push.ping, Some(10));
     assert!(push.protocol_flags.unwrap().tls_ekm);
     let auth = pair.server_events.iter().find_map(|e| match e {
-        Event::AuthRequest(a) => Some(a.clone()),
+        Event::AuthRequest(a) => Some((**a).clone()),
         _ => None,
     });
     let auth = auth.unwrap();
