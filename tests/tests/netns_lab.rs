@@ -79,10 +79,14 @@ fn processes_are_started_and_stopped_by_pid() {
     assert!(lab.is_running(pid));
     // `ip netns identify` runs in the namespace too; it must name ours once the child
     // (`ip netns exec`) has entered it.
-    wait_until("the process in its namespace", Duration::from_secs(5), || {
-        ns.exec(&["ip", "netns", "identify", &pid.0.to_string()])
-            .is_ok_and(|out| out.contains(ns.name()))
-    })
+    wait_until(
+        "the process in its namespace",
+        Duration::from_secs(5),
+        || {
+            ns.exec(&["ip", "netns", "identify", &pid.0.to_string()])
+                .is_ok_and(|out| out.contains(ns.name()))
+        },
+    )
     .unwrap();
     let status = lab.stop(pid).unwrap();
     assert!(

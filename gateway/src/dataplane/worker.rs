@@ -211,9 +211,9 @@ pub struct Stats {
     pub rx_dropped: AtomicU64,
     /// Tunnelled packets whose source was not the session's lease.
     pub spoofed: AtomicU64,
-    /// Frames read from the TAP for no carried session.
+    /// Frames read from the TAP, or steered by `target`, for no carried session.
     pub no_session: AtomicU64,
-    /// Datagrams too big for a slot.
+    /// Datagrams, and frames from AF_XDP sockets, too big for a slot.
     pub truncated: AtomicU64,
     /// Reports dropped because the control plane was behind.
     pub report_overflow: AtomicU64,
@@ -758,12 +758,20 @@ impl Worker {
                     .checked_sub(size_of::<XskMeta>())
                     .map(|at| xsk_meta(&chunk[at..start]))
                     .filter(|meta| meta.magic == XSK_META_MAGIC);
+                if !is_ipv4_frame(&chunk[start..start + len]) {
+                    add(&core.stats.malformed, 1);
+                    return;
+                }
                 let Some(slot) = tx.next_free() else {
                     return;
                 };
-                let n = len.min(slot.len() - TAP_READ_AT);
-                slot[TAP_READ_AT..TAP_READ_AT + n].copy_from_slice(&chunk[start..start + n]);
-                core.seal_frame(tx, n, meta.map(|m| m.peer_id), now);
+                let Some(room) = slot.get_mut(TAP_READ_AT..TAP_READ_AT + len) else {
+                    // Longer than any tunnel packet can be.
+                    add(&core.stats.truncated, 1);
+                    return;
+                };
+                room.copy_from_slice(&chunk[start..start + len]);
+                core.seal_frame(tx, len, meta.map(|m| m.peer_id), now);
             }),
         };
         if *role == XskRole::Target {
@@ -790,6 +798,11 @@ impl Worker {
         }
         self.tx.clear();
     }
+}
+
+/// An Ethernet frame carrying (at least a header's worth of) IPv4.
+fn is_ipv4_frame(frame: &[u8]) -> bool {
+    frame.len() > ETH_LEN + 20 && frame[12..14] == [0x08, 0x00]
 }
 
 /// The metadata `target` wrote in front of a steered frame (8 bytes, native order).
@@ -955,8 +968,8 @@ impl Core {
             return;
         };
         let frame = &slot[TAP_READ_AT..TAP_READ_AT + n];
-        if n <= ETH_LEN + 20 || frame[12..14] != [0x08, 0x00] {
-            add(&self.stats.malformed, 1);
+        if !is_ipv4_frame(frame) {
+            // From the TAP: the kernel's own IPv6 or ARP chatter, nobody's session.
             return;
         }
         // Without Ethernet padding a short frame may carry.

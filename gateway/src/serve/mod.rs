@@ -205,7 +205,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
     }
     let udp_ports: Vec<u16> = udp.iter().map(|l| l.port).collect();
-    let xdp = attach(&config, &tap, &udp_ports)?;
+    let mut xdp = attach(&config, &tap, &udp_ports)?;
     let tap = std::sync::Arc::new(tap);
     let (report_tx, mut reports) = tokio::sync::mpsc::channel::<Report>(REPORT_QUEUE);
     let settings = |afxdp| worker::Settings {
@@ -231,7 +231,6 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
     }
     .context("starting the data-plane workers")?;
     drop(report_tx);
-    let mut xdp = xdp;
     steer_to_workers(&mut xdp, &workers)?;
 
     let mut secret = [0u8; 32];
