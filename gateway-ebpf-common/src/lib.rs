@@ -114,6 +114,14 @@ pub const MAX_LISTEN_PORTS: usize = 4;
 pub const MAX_RESET_SOURCES: u32 = 65_536;
 /// AF_XDP sockets: one per rx queue.
 pub const MAX_XSK_QUEUES: u32 = 64;
+/// Bytes of an AF_XDP socket's UMEM frame (a page), of which the kernel keeps
+/// [`XSK_KERNEL_HEADROOM`] in front.
+pub const XSK_FRAME_SIZE: usize = 4096;
+/// `XDP_PACKET_HEADROOM`: what the kernel reserves in front of each frame's data.
+pub const XSK_KERNEL_HEADROOM: usize = 256;
+/// The longest frame the programs steer to an AF_XDP socket, metadata included: longer
+/// ones would be dropped by the kernel, so they take the socket path instead.
+pub const XSK_MAX_FRAME: usize = XSK_FRAME_SIZE - XSK_KERNEL_HEADROOM - 8;
 
 /// What `edge` needs to know about the endpoint.
 #[repr(C)]

@@ -12,6 +12,7 @@ use aya_ebpf::{
 };
 use gateway_ebpf_common::{
     EdgeConfig, EdgePeer, EdgeStat, MAX_RESET_SOURCES, MAX_SESSIONS, MAX_XSK_QUEUES, ResetBucket,
+    XSK_MAX_FRAME,
 };
 
 use crate::packet::{
@@ -118,6 +119,10 @@ fn openvpn(ctx: &XdpContext, src_addr: [u8; 4], l4: usize) -> Result<Verdict, Ed
             let peer_id = u32::from_be_bytes([0, head[1], head[2], head[3]]);
             if peer_id == UNDEFINED_PEER_ID || EDGE_PEERS.get_ptr(peer_id).is_none() {
                 return Err(EdgeStat::UnknownPeer);
+            }
+            if ctx.data_end() - ctx.data() > XSK_MAX_FRAME {
+                // Longer than an AF_XDP frame: the UDP socket takes it.
+                return Ok(Verdict::Pass(EdgeStat::DataPassed));
             }
             match EDGE_XSKS.redirect(ctx.rx_queue_index(), u64::from(XDP_PASS)) {
                 Ok(action) => Ok(Verdict::Redirect(action)),

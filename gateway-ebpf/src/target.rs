@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_ebpf_common::{
-    FlowKey, MAX_TARGET_XSKS, MAX_XSK_QUEUES, MAX_XSK_TARGETS, TargetStat, XSK_META_MAGIC, XskMeta,
+    FlowKey, MAX_TARGET_XSKS, MAX_XSK_QUEUES, MAX_XSK_TARGETS, TargetStat, XSK_MAX_FRAME,
+    XSK_META_MAGIC, XskMeta,
 };
 
 use crate::{
@@ -171,7 +172,7 @@ fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
     // SAFETY: a plain value read during this program run.
     let first = *unsafe { TARGET_XSK_SLOTS.get(ifindex) }?;
     let queue = ctx.rx_queue_index();
-    if queue >= MAX_XSK_QUEUES {
+    if queue >= MAX_XSK_QUEUES || ctx.data_end() - ctx.data() > XSK_MAX_FRAME {
         return None;
     }
     let slot = first + queue;

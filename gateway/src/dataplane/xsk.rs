@@ -21,10 +21,10 @@ use std::{
 };
 
 /// Bytes per UMEM frame (one page: the largest aligned chunk the kernel accepts).
-pub const FRAME_SIZE: usize = 4096;
+pub const FRAME_SIZE: usize = gateway_ebpf_common::XSK_FRAME_SIZE;
 /// What the kernel reserves in front of a frame's data (`XDP_PACKET_HEADROOM`); XDP
 /// metadata sits at its end, right before the data.
-pub const KERNEL_HEADROOM: usize = 256;
+pub const KERNEL_HEADROOM: usize = gateway_ebpf_common::XSK_KERNEL_HEADROOM;
 /// The longest frame a UMEM chunk holds.
 pub const MAX_FRAME: usize = FRAME_SIZE - KERNEL_HEADROOM;
 /// Frames per socket (and entries of its fill and rx rings): 4 MiB of UMEM.
