@@ -390,7 +390,11 @@ fn reach_the_target(tag: &str, extra: &str, mode: &str) {
         assert_eq!(c.xsk_edge_frames + c.xsk_target_frames, 0, "{c:?}");
     }
     assert!(c.rx_packets >= 5 && c.tx_packets >= 5, "{c:?}");
-    assert_eq!(c.malformed + c.no_session + c.send_errors, 0, "{c:?}");
+    assert_eq!(
+        c.malformed + c.no_session + c.send_errors + c.xsk_kernel_drops,
+        0,
+        "{c:?}"
+    );
     gw.stop();
 }
 

@@ -230,6 +230,10 @@ pub struct Stats {
     /// Frames from AF_XDP sockets that were not the IPv4 (and, from `edge`, UDP) they
     /// should be.
     pub malformed: AtomicU64,
+    /// Frames the kernel dropped on the way into the worker's AF_XDP sockets (rx ring
+    /// full, no free frame, too long), as the kernel counts them (`XDP_STATISTICS`),
+    /// read about once a second.
+    pub xsk_kernel_drops: AtomicU64,
 }
 
 /// Sums of the workers' counters.
@@ -250,6 +254,7 @@ pub struct Totals {
     pub xsk_edge_frames: u64,
     pub xsk_target_frames: u64,
     pub malformed: u64,
+    pub xsk_kernel_drops: u64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -482,6 +487,7 @@ impl Workers {
             t.xsk_edge_frames += get(&s.xsk_edge_frames);
             t.xsk_target_frames += get(&s.xsk_target_frames);
             t.malformed += get(&s.malformed);
+            t.xsk_kernel_drops += get(&s.xsk_kernel_drops);
         }
         t
     }
@@ -625,12 +631,17 @@ impl Worker {
         let mut udp_ready = true;
         let mut tap_ready = true;
         let mut xsk_ready = vec![true; self.xsks.len()];
+        let mut drops_read = Instant::now();
         loop {
             if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1)))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 warn!(worker = index, "polling: {e}");
                 return;
+            }
+            if !self.xsks.is_empty() && drops_read.elapsed() >= Duration::from_secs(1) {
+                drops_read = Instant::now();
+                self.read_kernel_drops();
             }
             for event in events.iter() {
                 match event.token() {
@@ -781,6 +792,20 @@ impl Worker {
             add(&self.core.stats.xsk_edge_frames, n as u64);
         }
         n == BATCH
+    }
+
+    /// The kernel's drop counters of this worker's AF_XDP sockets, summed.
+    fn read_kernel_drops(&self) {
+        let drops: u64 = self
+            .xsks
+            .iter()
+            .filter_map(|(_, xsk)| xsk.stats().ok())
+            .map(|s| s.rx_dropped + s.rx_ring_full)
+            .sum();
+        self.core
+            .stats
+            .xsk_kernel_drops
+            .store(drops, Ordering::Relaxed);
     }
 
     /// Sends what the send batch holds and empties it.

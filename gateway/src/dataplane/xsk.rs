@@ -109,11 +109,13 @@ impl<T> Drop for Ring<T> {
 /// Counters the kernel keeps for a socket (`XDP_STATISTICS`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct XskStats {
-    /// Frames dropped for reasons other than a full ring (e.g. too long for a chunk).
+    /// Frames dropped for reasons other than a full rx ring (no free frame, too long
+    /// for a chunk).
     pub rx_dropped: u64,
     /// Frames dropped because the rx ring was full.
     pub rx_ring_full: u64,
-    /// Times the kernel found no free frame in the fill ring.
+    /// Times the kernel found no free frame in the fill ring (such frames are also in
+    /// `rx_dropped`).
     pub fill_ring_empty: u64,
 }
 

@@ -365,6 +365,7 @@ fn log_counters(message: &str, server: &Server, w: &worker::Totals) {
         xsk_edge_frames = w.xsk_edge_frames,
         xsk_target_frames = w.xsk_target_frames,
         malformed = w.malformed,
+        xsk_kernel_drops = w.xsk_kernel_drops,
         "{message}"
     );
 }
