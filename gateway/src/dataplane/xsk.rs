@@ -22,11 +22,6 @@ use std::{
 
 /// Bytes per UMEM frame (one page: the largest aligned chunk the kernel accepts).
 pub const FRAME_SIZE: usize = gateway_ebpf_common::XSK_FRAME_SIZE;
-/// What the kernel reserves in front of a frame's data (`XDP_PACKET_HEADROOM`); XDP
-/// metadata sits at its end, right before the data.
-pub const KERNEL_HEADROOM: usize = gateway_ebpf_common::XSK_KERNEL_HEADROOM;
-/// The longest frame a UMEM chunk holds.
-pub const MAX_FRAME: usize = FRAME_SIZE - KERNEL_HEADROOM;
 /// Frames per socket (and entries of its fill and rx rings): 4 MiB of UMEM.
 pub const FRAMES: u32 = 1024;
 
@@ -154,9 +149,10 @@ impl Drop for Umem {
     }
 }
 
-/// An AF_XDP socket bound to rx queue `queue` of interface `ifindex`, receiving.
+/// An AF_XDP socket bound to one rx queue of one interface, receiving.
 pub struct Xsk {
-    // Field order is drop order: rings and UMEM go before the socket closes.
+    // Field order is drop order: the rings are unmapped, the socket closes, and only
+    // then is the UMEM unmapped.
     fill: Ring<u64>,
     rx: Ring<libc::xdp_desc>,
     /// The completion ring is required by the kernel for a UMEM but unused here.
@@ -164,8 +160,6 @@ pub struct Xsk {
     fd: OwnedFd,
     /// Unmapped after the socket is closed.
     umem: Umem,
-    ifindex: u32,
-    queue: u32,
 }
 
 // SAFETY: the rings and the UMEM belong to this socket alone; moving it to the worker
@@ -264,8 +258,6 @@ impl Xsk {
             _completion: completion,
             fd,
             umem,
-            ifindex,
-            queue,
         };
         // Every frame starts in the fill ring, free for the kernel.
         for frame in 0..FRAMES {
@@ -292,14 +284,6 @@ impl Xsk {
             return Err(io::Error::last_os_error());
         }
         Ok(xsk)
-    }
-
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-
-    pub fn queue(&self) -> u32 {
-        self.queue
     }
 
     /// The kernel's counters for this socket.
