@@ -30,7 +30,7 @@ use gateway_proto::{
     session::{Event, Session},
 };
 use gateway_tests::{
-    lab::{Lab, wait_until},
+    lab::{Lab, Netns, wait_until},
     privilege,
     xdp::frame,
 };
@@ -74,6 +74,29 @@ fn receive(client: &mut Session, socket: &UdpSocket, wait: Duration) -> Vec<Vec<
     packets
 }
 
+/// A gateway namespace and a client namespace, linked: `eth0` 10.1.0.1 ↔ `eth0` 10.1.0.2.
+fn gateway_and_client() -> (Lab, Netns, Netns) {
+    let mut lab = Lab::new();
+    let gw = lab.add_namespace("gw").unwrap();
+    let cl = lab.add_namespace("cl").unwrap();
+    lab.veth(
+        (&gw, "eth0", Some("10.1.0.1/24")),
+        (&cl, "eth0", Some("10.1.0.2/24")),
+    )
+    .unwrap();
+    (lab, gw, cl)
+}
+
+/// `edge` on the calling thread's `eth0` (call it inside the gateway namespace), for
+/// the listen port, with `peer_id` live; AF_XDP sockets still to be added.
+fn steering_edge(peer_id: u32, lease: Ipv4Addr) -> Edge {
+    let mut edge = Edge::load().unwrap();
+    edge.configure(&[PORT], 0, 0).unwrap();
+    edge.attach("eth0", AttachMode::Native).unwrap();
+    edge.insert_peer(peer_id, lease).unwrap();
+    edge
+}
+
 fn is_echo_reply_to(packet: &[u8], lease: Ipv4Addr, seq: u16) -> bool {
     packet.len() >= 28
         && packet[9] == 1
@@ -101,14 +124,7 @@ fn workers_carry_a_session_through_af_xdp_too() {
 }
 
 fn carry_both_ways(afxdp: bool) {
-    let mut lab = Lab::new();
-    let gw = lab.add_namespace("gw").unwrap();
-    let cl = lab.add_namespace("cl").unwrap();
-    lab.veth(
-        (&gw, "eth0", Some("10.1.0.1/24")),
-        (&cl, "eth0", Some("10.1.0.2/24")),
-    )
-    .unwrap();
+    let (_lab, gw, cl) = gateway_and_client();
 
     // The control plane's side, in memory: alice is established.
     let mut h = Harness::new("worker-seam", "10.200.0.0/22");
@@ -135,10 +151,7 @@ fn carry_both_ways(afxdp: bool) {
             })
             .unwrap();
             let edge = afxdp.then(|| {
-                let mut edge = Edge::load().unwrap();
-                edge.configure(&[PORT], 0, 0).unwrap();
-                edge.attach("eth0", AttachMode::Native).unwrap();
-                edge.insert_peer(peer_id, lease).unwrap();
+                let mut edge = steering_edge(peer_id, lease);
                 for binding in workers.xsks() {
                     edge.insert_xsk(binding.queue, &binding.fd).unwrap();
                 }
@@ -341,22 +354,12 @@ fn an_af_xdp_socket_receives_recycles_and_counts_what_it_drops() {
     if !privilege::check("an_af_xdp_socket_receives_recycles_and_counts_what_it_drops") {
         return;
     }
-    let mut lab = Lab::new();
-    let gw = lab.add_namespace("gw").unwrap();
-    let cl = lab.add_namespace("cl").unwrap();
-    lab.veth(
-        (&gw, "eth0", Some("10.1.0.1/24")),
-        (&cl, "eth0", Some("10.1.0.2/24")),
-    )
-    .unwrap();
+    let (_lab, gw, cl) = gateway_and_client();
     let (mut socket, edge) = gw
         .run_in(|| {
             let eth0 = nix::net::if_::if_nametoindex("eth0").unwrap();
             let socket = Xsk::bind(eth0, 0).unwrap();
-            let mut edge = Edge::load().unwrap();
-            edge.configure(&[PORT], 0, 0).unwrap();
-            edge.attach("eth0", AttachMode::Native).unwrap();
-            edge.insert_peer(7, Ipv4Addr::new(10, 200, 0, 7)).unwrap();
+            let mut edge = steering_edge(7, Ipv4Addr::new(10, 200, 0, 7));
             edge.insert_xsk(0, &socket).unwrap();
             (socket, edge)
         })
