@@ -17,12 +17,9 @@ use gateway_proto::{
     keys::{KEY_BLOCK_LEN, Role},
     packet::{DataHeader, KeyId, PeerId},
     replay::ReplayWindow,
-    session::{ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, TlsVersions},
-    static_key::StaticKey,
-    wrap::{TlsCrypt, Wrap},
+    session::ClientConfig,
 };
 use gateway_tests::lab::Topology;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::{
     bed::{Bed, Server, machine_ticks, process_ticks, rss_kib},
@@ -87,26 +84,9 @@ fn server_addr() -> SocketAddr {
 /// The client-role configuration every generated session uses: alice's certificate,
 /// tls-crypt, AES-256-GCM.
 fn client_config(bed: &Bed) -> Result<Arc<ClientConfig>> {
-    let key = StaticKey::parse(&std::fs::read_to_string(bed.pki.tls_crypt_key())?)
-        .map_err(|e| anyhow::anyhow!("tls-crypt key: {e}"))?;
-    let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>> {
-        Ok(CertificateDer::pem_file_iter(path)?.collect::<Result<_, _>>()?)
-    };
-    let config = ClientConfig::new(ClientSettings {
-        ca: certs(&bed.pki.ca_cert())?,
-        cert_chain: certs(&bed.pki.client_cert("alice"))?,
-        key: PrivateKeyDer::from_pem_file(bed.pki.client_key("alice"))?,
-        tls_versions: TlsVersions::default(),
-        ciphers: vec![Cipher::Aes256Gcm],
-        username: String::new(),
-        password: String::new(),
-        peer_info_extra: Vec::new(),
-        proto_flags: DEFAULT_CLIENT_PROTO_FLAGS,
-        common: Common::new(Wrap::TlsCrypt(TlsCrypt::new(&key, Role::Client)))
-            .map_err(|e| anyhow::anyhow!("client settings: {e}"))?,
-    })
-    .map_err(|e| anyhow::anyhow!("client config: {e}"))?;
-    Ok(Arc::new(config))
+    Ok(Arc::new(
+        bed.pki.client_role_config("alice", &[Cipher::Aes256Gcm])?,
+    ))
 }
 
 /// Connects `count` sessions from the client namespace.

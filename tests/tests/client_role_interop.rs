@@ -12,13 +12,7 @@ use std::{
 use gateway::pki::Pki;
 use gateway_proto::{
     data::Cipher,
-    keys::Role,
-    session::{
-        ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, Event, Session,
-        TlsVersions,
-    },
-    static_key::StaticKey,
-    wrap::{TlsCrypt, Wrap},
+    session::{Event, Session},
 };
 use gateway_tests::{
     lab::{Lab, read_log},
@@ -26,32 +20,13 @@ use gateway_tests::{
     privilege,
     xdp::frame,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 /// Connects with `cipher` offered alone, pings 10.8.0.1 through the tunnel; returns the
 /// echo reply's source and what the server negotiated.
 fn connect_and_ping(pki: &Pki, cipher: Cipher) -> Result<(Cipher, [u8; 4]), String> {
-    let key = StaticKey::parse(&std::fs::read_to_string(pki.tls_crypt_key()).unwrap()).unwrap();
-    let wrap = Wrap::TlsCrypt(TlsCrypt::new(&key, Role::Client));
-    let config = ClientConfig::new(ClientSettings {
-        ca: CertificateDer::pem_file_iter(pki.ca_cert())
-            .unwrap()
-            .map(Result::unwrap)
-            .collect(),
-        cert_chain: CertificateDer::pem_file_iter(pki.client_cert("loadgen"))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect(),
-        key: PrivateKeyDer::from_pem_file(pki.client_key("loadgen")).unwrap(),
-        tls_versions: TlsVersions::default(),
-        ciphers: vec![cipher],
-        username: String::new(),
-        password: String::new(),
-        peer_info_extra: Vec::new(),
-        proto_flags: DEFAULT_CLIENT_PROTO_FLAGS,
-        common: Common::new(wrap).unwrap(),
-    })
-    .map_err(|e| format!("client config: {e}"))?;
+    let config = pki
+        .client_role_config("loadgen", &[cipher])
+        .map_err(|e| format!("{e:#}"))?;
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

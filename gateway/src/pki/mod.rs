@@ -9,12 +9,20 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use gateway_proto::{
+    data::Cipher,
+    keys::Role,
+    session::{ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, TlsVersions},
+    static_key::StaticKey,
+    wrap::{TlsCrypt, Wrap},
+};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
     RevocationReason, RevokedCertParams, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
@@ -210,6 +218,35 @@ impl Pki {
     }
     pub fn client_key(&self, name: &str) -> PathBuf {
         self.root.join("clients").join(format!("{name}.key"))
+    }
+
+    /// Our client role as client `name` of this PKI: its certificate and key, this
+    /// PKI's tls-crypt key, offering `ciphers` (the in-memory harness, the load
+    /// generator and the interop tests).
+    pub fn client_role_config(
+        &self,
+        name: &str,
+        ciphers: &[Cipher],
+    ) -> anyhow::Result<ClientConfig> {
+        let key = StaticKey::parse(&fs::read_to_string(self.tls_crypt_key())?)
+            .map_err(|e| anyhow::anyhow!("tls-crypt key: {e}"))?;
+        let certs = |path: &Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+            Ok(CertificateDer::pem_file_iter(path)?.collect::<Result<_, _>>()?)
+        };
+        ClientConfig::new(ClientSettings {
+            ca: certs(&self.ca_cert())?,
+            cert_chain: certs(&self.client_cert(name))?,
+            key: PrivateKeyDer::from_pem_file(self.client_key(name))?,
+            tls_versions: TlsVersions::default(),
+            ciphers: ciphers.to_vec(),
+            username: String::new(),
+            password: String::new(),
+            peer_info_extra: Vec::new(),
+            proto_flags: DEFAULT_CLIENT_PROTO_FLAGS,
+            common: Common::new(Wrap::TlsCrypt(TlsCrypt::new(&key, Role::Client)))
+                .map_err(|e| anyhow::anyhow!("client settings: {e}"))?,
+        })
+        .map_err(|e| anyhow::anyhow!("client config: {e}"))
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {

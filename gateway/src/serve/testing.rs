@@ -9,16 +9,7 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use gateway_proto::{
-    data::Cipher,
-    keys::Role,
-    session::{
-        ClientConfig, ClientSettings, Common, DEFAULT_CLIENT_PROTO_FLAGS, Event, Session,
-        TlsVersions,
-    },
-    wrap::{TlsCrypt, Wrap},
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use gateway_proto::session::{Event, Session};
 
 use super::{CarryRequest, DataPath, Server};
 use crate::{config::Config, control::tls, pki::Pki, policy::GroupId};
@@ -47,7 +38,6 @@ impl DataPath for Recorder {
 pub struct Harness {
     pub server: Server,
     pub pki: Pki,
-    wrap_key: gateway_proto::static_key::StaticKey,
     dir: std::path::PathBuf,
     pub xdp: Recorder,
 }
@@ -113,39 +103,21 @@ eng = ["alice", "bob"]
         );
         let config = Config::parse(&text, "t").unwrap();
         let material = tls::load(&config.tls).unwrap();
-        let wrap_key = material.tls_crypt_key.clone().unwrap();
         let (session_config, wrap) = super::session_config(material).unwrap();
         let server = Server::new(config, Arc::new(session_config), wrap, &[7u8; 32]).unwrap();
         Self {
             server,
             pki,
-            wrap_key,
             dir,
             xdp: Recorder::default(),
         }
     }
 
     pub fn client(&self, name: &str) -> Session {
-        let config = ClientConfig::new(ClientSettings {
-            ca: CertificateDer::pem_file_iter(self.pki.ca_cert())
-                .unwrap()
-                .map(Result::unwrap)
-                .collect(),
-            cert_chain: CertificateDer::pem_file_iter(self.pki.client_cert(name))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect(),
-            key: PrivateKeyDer::from_pem_file(self.pki.client_key(name)).unwrap(),
-            tls_versions: TlsVersions::default(),
-            ciphers: vec![Cipher::Aes256Gcm],
-            username: String::new(),
-            password: String::new(),
-            peer_info_extra: Vec::new(),
-            proto_flags: DEFAULT_CLIENT_PROTO_FLAGS,
-            common: Common::new(Wrap::TlsCrypt(TlsCrypt::new(&self.wrap_key, Role::Client)))
-                .unwrap(),
-        })
-        .unwrap();
+        let config = self
+            .pki
+            .client_role_config(name, &[gateway_proto::data::Cipher::Aes256Gcm])
+            .unwrap();
         Session::client(Arc::new(config), Instant::now(), unix()).unwrap()
     }
 
