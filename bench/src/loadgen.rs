@@ -27,9 +27,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use gateway::dataplane::batch::Batch;
 use gateway_proto::{
+    data::DataChannel,
     data::{DATA_V2_OVERHEAD, Plaintext},
     packet::peek_header,
-    session::{ClientConfig, DataChannel, Event, Session},
+    session::{ClientConfig, Event, Session},
 };
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
@@ -381,7 +382,6 @@ fn run_thread(
             conn.socket.connect(echo)?;
         }
     }
-    let mut scratch = gateway_proto::replay::ReplayWindow::new(Default::default());
     let (mut sent, mut received) = (0u64, 0u64);
     let mut seq = 0u64;
     let end = Instant::now() + load.duration;
@@ -429,9 +429,9 @@ fn run_thread(
                     nanos(epoch),
                 );
                 let len = key
-                    .sealing
-                    .seal_in_place(header, slot, load.packet)
-                    .map_err(|e| anyhow::anyhow!("sealing: {e}"))?;
+                    .seal(header, slot, load.packet)
+                    .map_err(|e| anyhow::anyhow!("sealing: {e}"))?
+                    .len;
                 tx.push(load.calibrate.unwrap_or(conn.server), 0, len);
             }
             let out = tx.send(conn.socket.as_raw_fd(), &mut false);
@@ -456,9 +456,7 @@ fn run_thread(
                         if let Ok((_, key_id)) = peek_header(packet)
                             && let Some(key) = conn.data.key(key_id)
                         {
-                            let _ = key
-                                .opening
-                                .open_in_place(packet, &mut scratch, Instant::now());
+                            let _ = key.open(packet, Instant::now());
                         }
                         received += 1;
                     }
@@ -552,7 +550,7 @@ fn receive_echoes(
                 continue;
             }
             if let Some(key) = conn.data.key(key_id)
-                && let Ok(opened) = key.opening.open_shared(packet, &key.replay, Instant::now())
+                && let Ok(opened) = key.open(packet, Instant::now())
                 && let Ok(Plaintext::Packet(p)) = Plaintext::classify(&packet[opened.plaintext])
                 && let Some(sent_ns) = probe_time(p)
             {

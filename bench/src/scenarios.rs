@@ -13,10 +13,9 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use gateway_proto::{
-    data::{Cipher, DATA_V2_OVERHEAD, DataKeys},
+    data::{Cipher, DATA_V2_OVERHEAD, DataKey},
     keys::{KEY_BLOCK_LEN, Role},
     packet::{DataHeader, KeyId, PeerId},
-    replay::ReplayWindow,
     session::ClientConfig,
 };
 use gateway_tests::lab::Topology;
@@ -357,8 +356,8 @@ fn start_plain_echo(bed: &Bed) -> Result<(Reflector, SocketAddr)> {
 pub fn aead_floor(packet: usize) -> f64 {
     let block = [7u8; KEY_BLOCK_LEN];
     let (Ok(client), Ok(server)) = (
-        DataKeys::from_key_block(Cipher::Aes256Gcm, &block, Role::Client),
-        DataKeys::from_key_block(Cipher::Aes256Gcm, &block, Role::Server),
+        DataKey::from_key_block(KeyId::ZERO, Cipher::Aes256Gcm, &block, Role::Client),
+        DataKey::from_key_block(KeyId::ZERO, Cipher::Aes256Gcm, &block, Role::Server),
     ) else {
         return f64::NAN;
     };
@@ -367,18 +366,13 @@ pub fn aead_floor(packet: usize) -> f64 {
         peer_id: PeerId::new(1).expect("a valid peer-id"),
     };
     let rounds = 20_000u32;
-    let mut window = ReplayWindow::new(Default::default());
     let mut buf = vec![0u8; DATA_V2_OVERHEAD + packet];
     let start = Instant::now();
     for _ in 0..rounds {
-        let Ok(len) = client.sealing.seal_in_place(header, &mut buf, packet) else {
+        let Ok(sealed) = client.seal(header, &mut buf, packet) else {
             return f64::NAN;
         };
-        if server
-            .opening
-            .open_in_place(&mut buf[..len], &mut window, Instant::now())
-            .is_err()
-        {
+        if server.open(&mut buf[..sealed.len], Instant::now()).is_err() {
             return f64::NAN;
         }
     }

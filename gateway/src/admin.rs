@@ -57,7 +57,7 @@ pub struct DataplaneStatus {
     pub workers: usize,
     pub af_xdp_sockets: Vec<XskSocket>,
     /// The workers' counters, summed.
-    pub counters: crate::dataplane::worker::Totals,
+    pub counters: crate::dataplane::counters::Totals,
 }
 
 /// One AF_XDP socket: which program steers into it, where, and which worker reads it.
@@ -258,10 +258,10 @@ mod tests {
                 queue: 0,
                 worker: 0,
             }],
-            counters: crate::dataplane::worker::Totals {
-                xsk_edge_frames: 42,
-                ..Default::default()
-            },
+            counters: crate::dataplane::counters::Totals::from_pairs(&[(
+                crate::dataplane::counters::Counter::XskEdgeFrames,
+                42,
+            )]),
         });
         let text = serde_json::to_string(&status).unwrap();
         assert!(

@@ -14,6 +14,7 @@ use std::{
 use gateway::{
     admin::{Connection, Request, Response, Selector},
     config::Config,
+    dataplane::counters::Counter,
     export::{ProfileInputs, client_profile},
     pki::Pki,
 };
@@ -383,15 +384,25 @@ fn reach_the_target(tag: &str, extra: &str, mode: &str) {
                 && status.af_xdp_sockets.iter().any(|s| s.role == "target"),
             "{status:?}"
         );
-        assert!(c.xsk_edge_frames >= 5, "{c:?}");
-        assert!(c.xsk_target_frames >= 5, "{c:?}");
+        assert!(c[Counter::XskEdgeFrames] >= 5, "{c:?}");
+        assert!(c[Counter::XskTargetFrames] >= 5, "{c:?}");
     } else {
         assert!(status.af_xdp_sockets.is_empty(), "{status:?}");
-        assert_eq!(c.xsk_edge_frames + c.xsk_target_frames, 0, "{c:?}");
+        assert_eq!(
+            c[Counter::XskEdgeFrames] + c[Counter::XskTargetFrames],
+            0,
+            "{c:?}"
+        );
     }
-    assert!(c.rx_packets >= 5 && c.tx_packets >= 5, "{c:?}");
+    assert!(
+        c[Counter::RxPackets] >= 5 && c[Counter::TxPackets] >= 5,
+        "{c:?}"
+    );
     assert_eq!(
-        c.malformed + c.no_session + c.send_errors + c.xsk_kernel_drops,
+        c[Counter::Malformed]
+            + c[Counter::NoSession]
+            + c[Counter::SendErrors]
+            + c[Counter::XskKernelDrops],
         0,
         "{c:?}"
     );

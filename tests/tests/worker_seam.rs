@@ -17,9 +17,14 @@ use std::{
 
 use gateway::{
     dataplane::{
+        afxdp::{AfXdp, XskRole},
+        backend::BATCH,
         batch::Batch,
+        carry::{Carried, Peer, Report},
+        counters::Counter,
+        frame::udp_payload,
         tap::Tap,
-        worker::{AfXdp, BATCH, Carried, Peer, Report, Settings, Workers, XskRole, udp_payload},
+        worker::{Settings, Workers},
         xsk::Xsk,
     },
     serve::testing::{Harness, addr, established},
@@ -203,7 +208,7 @@ fn carry_both_ways(afxdp: bool) {
     .unwrap();
     let totals = workers.totals();
     assert!(
-        totals.rx_packets >= 1 && totals.tx_packets >= 1,
+        totals[Counter::RxPackets] >= 1 && totals[Counter::TxPackets] >= 1,
         "{totals:?}"
     );
     assert!(
@@ -240,26 +245,26 @@ fn carry_both_ways(afxdp: bool) {
     let after = workers.totals();
     if afxdp {
         assert!(
-            after.xsk_edge_frames >= before.xsk_edge_frames + 200,
+            after[Counter::XskEdgeFrames] >= before[Counter::XskEdgeFrames] + 200,
             "{after:?}"
         );
     } else {
         assert!(
-            after.gro_reads > before.gro_reads,
+            after[Counter::GroReads] > before[Counter::GroReads],
             "no coalesced read: {after:?}"
         );
-        assert_eq!(after.xsk_edge_frames, 0);
+        assert_eq!(after[Counter::XskEdgeFrames], 0);
     }
 
     // Another source address than the lease: dropped, counted, unanswered.
-    let spoofed_before = workers.totals().spoofed;
+    let spoofed_before = workers.totals()[Counter::Spoofed];
     send(
         &mut alice,
         &socket,
         &ping(Ipv4Addr::new(10, 200, 0, 77), TAP_ADDR, 2),
     );
     wait_until("the spoofed packet counted", Duration::from_secs(5), || {
-        workers.totals().spoofed > spoofed_before
+        workers.totals()[Counter::Spoofed] > spoofed_before
     })
     .unwrap();
     assert!(receive(&mut alice, &socket, Duration::from_millis(300)).is_empty());

@@ -5,44 +5,57 @@
 use std::time::Instant;
 
 use gateway_proto::data::{
-    Cipher, CompressionFraming, DATA_V2_OVERHEAD, OpeningKey, Plaintext, SealingKey,
+    Cipher, CompressionFraming, DATA_V2_OVERHEAD, DataKey, Plaintext, UsageLimits,
 };
+use gateway_proto::keys::DataChannelKeys;
 use gateway_proto::packet::{DataHeader, KeyId, PeerId};
-use gateway_proto::replay::{ReplayConfig, ReplayWindow};
+use gateway_proto::replay::ReplayConfig;
 use libfuzzer_sys::fuzz_target;
 
-const KEY: [u8; 32] = [0x42; 32];
-const IMPLICIT_IV: [u8; 8] = [0x17; 8];
+/// The same fixed key and implicit IV both ways, so what a key seals it also opens.
+const KEYS: DataChannelKeys = DataChannelKeys {
+    encrypt_cipher_key: [0x42; 64],
+    encrypt_hmac_key: [0x17; 64],
+    decrypt_cipher_key: [0x42; 64],
+    decrypt_hmac_key: [0x17; 64],
+};
+
+fn key(key_id: KeyId, cipher: Cipher) -> DataKey {
+    let limits = UsageLimits {
+        bytes: 1,
+        packets: 1,
+    };
+    DataKey::new(key_id, cipher, &KEYS, ReplayConfig::default(), limits).expect("fixed key fits")
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
     let cipher = Cipher::ALL[usize::from(selector) % Cipher::ALL.len()];
-    let key = &KEY[..cipher.key_len()];
-    let opening = OpeningKey::new(cipher, key, &IMPLICIT_IV).expect("fixed key fits");
+    let key_id = KeyId::new(selector & 7).expect("key_id below 8");
     let now = Instant::now();
-    let mut window = ReplayWindow::new(ReplayConfig::default());
+    let opening = key(key_id, cipher);
     let mut buf = rest.to_vec();
-    if let Ok(opened) = opening.open_in_place(&mut buf, &mut window, now) {
+    if let Ok(opened) = opening.open(&mut buf, now) {
         assert!(opened.plaintext.start <= opened.plaintext.end);
         assert!(opened.plaintext.end <= buf.len());
+        assert!(opened.renegotiate, "the first packet reaches the limit of 1");
     }
 
-    // Round trip: the input as plaintext, sealed with the matching key, opens to itself.
-    let sealing = SealingKey::new(cipher, key, &IMPLICIT_IV).expect("fixed key fits");
+    // Round trip: the input as plaintext, sealed with a fresh key, opens to itself.
+    let fresh = key(key_id, cipher);
     let header = DataHeader::V2 {
-        key_id: KeyId::new(selector & 7).expect("key_id below 8"),
+        key_id,
         peer_id: PeerId::new(u32::from(selector) << 8).expect("peer-id below 2^24"),
     };
     let mut packet = vec![0u8; DATA_V2_OVERHEAD + rest.len()];
     packet[DATA_V2_OVERHEAD..].copy_from_slice(rest);
-    let len = sealing
-        .seal_in_place(header, &mut packet, rest.len())
+    let sealed = fresh
+        .seal(header, &mut packet, rest.len())
         .expect("buffer sized for the overhead");
-    let mut window = ReplayWindow::new(ReplayConfig::default());
-    let opened = opening
-        .open_in_place(&mut packet[..len], &mut window, now)
+    let opened = fresh
+        .open(&mut packet[..sealed.len], now)
         .expect("sealed packet opens");
     assert_eq!(opened.header, header);
     assert_eq!(&packet[opened.plaintext], rest);

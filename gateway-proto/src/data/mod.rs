@@ -1,20 +1,29 @@
 //! The AEAD data channel (P_DATA_V2, and P_DATA_V1 for clients without a peer-id): in-place
 //! sealing and opening with AES-128-GCM, AES-256-GCM or ChaCha20-Poly1305, replay checks on
 //! receive, and the plaintext framing (ping, OCC, compression byte) around the payload.
+//!
+//! [`DataKey`] is the only way in: every carrier of a session's packets (the session
+//! itself, the data-plane workers, the benchmarks) seals and opens through the key the
+//! session shares, so packet-ids, the replay window and the renegotiation counters stay
+//! single.
 
 use core::fmt;
 use core::str::FromStr;
 
+mod channel;
 mod plaintext;
 mod sealing;
 
+pub use channel::{DataChannel, DataKey, Sealed, UsageLimits};
 pub use plaintext::{CompressionFraming, Plaintext};
-pub use sealing::{DataKeys, Opened, OpeningKey, SealingKey};
+pub use sealing::Opened;
+#[cfg(test)]
+pub(crate) use sealing::{DataKeys, OpeningKey, SealingKey};
 
 use ring::aead;
 
 use crate::keys::IMPLICIT_IV_LEN;
-use crate::packet::PacketError;
+use crate::packet::{KeyId, PacketError};
 use crate::replay::{PacketIdExhausted, ReplayError};
 
 /// Length of the AEAD tag.
@@ -156,6 +165,12 @@ pub enum DataError {
     /// The packet-id was refused by the replay window.
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    /// The data channel holds no key with the packet's key_id (or no sending key).
+    #[error("no data key with key_id {key_id}")]
+    NoKey {
+        /// The key_id asked for.
+        key_id: KeyId,
+    },
     /// The tag did not verify: wrong key, corrupted or forged packet.
     #[error("data packet failed authentication (AEAD tag mismatch)")]
     Authentication,

@@ -3,15 +3,19 @@
 
 use core::fmt;
 use core::ops::Range;
-use std::sync::Mutex;
+#[cfg(test)]
 use std::time::Instant;
 
 use ring::aead;
 
 use super::{Cipher, DataError, DataKeyError, PACKET_ID_LEN, TAG_LEN};
-use crate::keys::{DataChannelKeys, IMPLICIT_IV_LEN, KEY_BLOCK_LEN, KeyBlock, Role};
+use crate::keys::IMPLICIT_IV_LEN;
+#[cfg(test)]
+use crate::keys::{DataChannelKeys, KEY_BLOCK_LEN, KeyBlock, Role};
 use crate::packet::DataHeader;
-use crate::replay::{PacketIdCounter, ReplayWindow};
+use crate::replay::PacketIdCounter;
+#[cfg(test)]
+use crate::replay::ReplayWindow;
 
 fn nonce(packet_id: u32, implicit_iv: &[u8; IMPLICIT_IV_LEN]) -> aead::Nonce {
     let mut bytes = [0u8; aead::NONCE_LEN];
@@ -60,7 +64,8 @@ fn build_key(
 
 /// The sending half of a data-channel key, with its packet-id counter. Shareable between
 /// threads: [`SealingKey::seal_in_place`] takes `&self` and never repeats a packet-id.
-pub struct SealingKey {
+/// Used through [`super::DataKey`], which also counts what it seals.
+pub(crate) struct SealingKey {
     cipher: Cipher,
     key: aead::LessSafeKey,
     implicit_iv: [u8; IMPLICIT_IV_LEN],
@@ -79,7 +84,11 @@ impl SealingKey {
     /// A sending key from the cipher key (exactly `cipher.key_len()` bytes: the start of the
     /// sender's 64-byte cipher slot) and the implicit IV (exactly 8 bytes: the start of the
     /// sender's 64-byte HMAC slot). The first packet gets packet-id 1.
-    pub fn new(cipher: Cipher, key: &[u8], implicit_iv: &[u8]) -> Result<Self, DataKeyError> {
+    pub(crate) fn new(
+        cipher: Cipher,
+        key: &[u8],
+        implicit_iv: &[u8],
+    ) -> Result<Self, DataKeyError> {
         let (key, implicit_iv) = build_key(cipher, key, implicit_iv)?;
         Ok(Self {
             cipher,
@@ -90,12 +99,12 @@ impl SealingKey {
     }
 
     /// The cipher.
-    pub fn cipher(&self) -> Cipher {
+    pub(crate) fn cipher(&self) -> Cipher {
         self.cipher
     }
 
     /// True once the packet-id passed [`crate::replay::RENEGOTIATE_AT`]: start a soft reset.
-    pub fn needs_renegotiation(&self) -> bool {
+    pub(crate) fn needs_renegotiation(&self) -> bool {
         self.packet_ids.needs_renegotiation()
     }
 
@@ -105,7 +114,7 @@ impl SealingKey {
     /// `overhead` is [`DATA_V2_OVERHEAD`](super::DATA_V2_OVERHEAD) or [`DATA_V1_OVERHEAD`](super::DATA_V1_OVERHEAD) for `header`; this fills in
     /// `header ‖ packet-id ‖ tag` in front and turns the plaintext into ciphertext, so the
     /// packet is `buf[..returned length]`. Takes the next packet-id from the key's counter.
-    pub fn seal_in_place(
+    pub(crate) fn seal_in_place(
         &self,
         header: DataHeader,
         buf: &mut [u8],
@@ -177,11 +186,14 @@ pub struct Opened {
     pub packet_id: u32,
     /// Where the plaintext lies in the buffer that was opened.
     pub plaintext: Range<usize>,
+    /// This packet took its key past a renegotiation limit: tell the session (see
+    /// [`super::DataKey::renegotiation_due`]).
+    pub renegotiate: bool,
 }
 
 /// The receiving half of a data-channel key. Immutable and shareable; the replay window is
-/// passed in so that each receiving worker keeps its own.
-pub struct OpeningKey {
+/// the caller's (see [`super::DataKey`], which keeps the one every receiver shares).
+pub(crate) struct OpeningKey {
     cipher: Cipher,
     key: aead::LessSafeKey,
     implicit_iv: [u8; IMPLICIT_IV_LEN],
@@ -198,7 +210,11 @@ impl fmt::Debug for OpeningKey {
 impl OpeningKey {
     /// A receiving key from the peer's cipher key (exactly `cipher.key_len()` bytes) and
     /// implicit IV (exactly 8 bytes), taken from the peer's slots as for [`SealingKey::new`].
-    pub fn new(cipher: Cipher, key: &[u8], implicit_iv: &[u8]) -> Result<Self, DataKeyError> {
+    pub(crate) fn new(
+        cipher: Cipher,
+        key: &[u8],
+        implicit_iv: &[u8],
+    ) -> Result<Self, DataKeyError> {
         let (key, implicit_iv) = build_key(cipher, key, implicit_iv)?;
         Ok(Self {
             cipher,
@@ -208,7 +224,8 @@ impl OpeningKey {
     }
 
     /// The cipher.
-    pub fn cipher(&self) -> Cipher {
+    #[cfg(test)]
+    pub(crate) fn cipher(&self) -> Cipher {
         self.cipher
     }
 
@@ -220,7 +237,8 @@ impl OpeningKey {
     ///
     /// Choose this key by the packet's key_id (and peer-id) first: P_DATA_V1 authenticates
     /// only its packet-id, so its key_id is trustworthy only through that choice.
-    pub fn open_in_place(
+    #[cfg(test)]
+    pub(crate) fn open_in_place(
         &self,
         buf: &mut [u8],
         replay: &mut ReplayWindow,
@@ -235,28 +253,9 @@ impl OpeningKey {
         )
     }
 
-    /// [`OpeningKey::open_in_place`] with a replay window shared between threads: the
-    /// lock is held for the check and for the commit, not while decrypting. The commit
-    /// checks again, so two threads racing with the same packet-id accept it once.
-    pub fn open_shared(
-        &self,
-        buf: &mut [u8],
-        replay: &Mutex<ReplayWindow>,
-        now: Instant,
-    ) -> Result<Opened, DataError> {
-        let lock = || {
-            replay
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        self.open_with(
-            buf,
-            |id| Ok(lock().check(id, now)?),
-            |id| Ok(lock().commit(id, now)?),
-        )
-    }
-
-    fn open_with(
+    /// Opens `buf` in place; `check` vets the packet-id before decryption and `commit`
+    /// records it after the tag verified.
+    pub(crate) fn open_with(
         &self,
         buf: &mut [u8],
         check: impl FnOnce(u32) -> Result<(), DataError>,
@@ -298,19 +297,23 @@ impl OpeningKey {
             header,
             packet_id,
             plaintext: ciphertext_start..packet_len,
+            renegotiate: false,
         })
     }
 }
 
-/// Both directions of a data-channel key for one key_id.
+/// Both directions of a data-channel key for one key_id, without the shared state of a
+/// [`super::DataKey`] (the known-answer tests).
+#[cfg(test)]
 #[derive(Debug)]
-pub struct DataKeys {
+pub(crate) struct DataKeys {
     /// What we send with.
     pub sealing: SealingKey,
     /// What we receive with.
     pub opening: OpeningKey,
 }
 
+#[cfg(test)]
 impl DataKeys {
     /// Both directions from the keys of one role (`keys::KeyBlock::data_channel_keys`):
     /// each AEAD key is the first `cipher.key_len()` bytes of its 64-byte cipher slot,
@@ -363,33 +366,6 @@ mod tests {
             opening.open_in_place(&mut buf[..n], &mut window(), t),
             Err(DataError::Replay(ReplayError::ZeroPacketId))
         );
-    }
-
-    #[test]
-    fn a_shared_window_accepts_a_packet_once_whoever_opens_it() {
-        let t = Instant::now();
-        let (sealing, opening) = pair(Cipher::ChaCha20Poly1305);
-        let replay = std::sync::Mutex::new(window());
-        let mut first = vec![0u8; DATA_V2_OVERHEAD + 5];
-        first[DATA_V2_OVERHEAD..].copy_from_slice(b"hello");
-        let n = sealing.seal_in_place(v2(0, 1), &mut first, 5).unwrap();
-        first.truncate(n);
-        let mut again = first.clone();
-        let opened = opening.open_shared(&mut first, &replay, t).unwrap();
-        assert_eq!(&first[opened.plaintext], b"hello");
-        assert!(matches!(
-            opening.open_shared(&mut again, &replay, t),
-            Err(DataError::Replay(ReplayError::Replayed { .. }))
-        ));
-        // A forgery does not advance the shared window.
-        let mut forged = vec![0u8; DATA_V2_OVERHEAD + 5];
-        let n = sealing.seal_in_place(v2(0, 1), &mut forged, 5).unwrap();
-        forged[n - 1] ^= 1;
-        assert_eq!(
-            opening.open_shared(&mut forged[..n], &replay, t),
-            Err(DataError::Authentication)
-        );
-        assert_eq!(replay.lock().unwrap().highest(), 1);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use super::core::{Life, Session};
-use super::{Accepted, CloseReason, DataChannel, DataKey, DropReason, Event, UsageError};
-use crate::data::{OCC_EXIT, OCC_MAGIC, PACKET_ID_LEN, Plaintext, TAG_LEN};
+use super::{Accepted, CloseReason, DropReason, Event, UsageError};
+use crate::data::{DataChannel, OCC_EXIT, OCC_MAGIC, PACKET_ID_LEN, Plaintext, TAG_LEN};
 use crate::keys::Role;
 use crate::packet::{DataHeader, KeyId};
 
@@ -48,17 +48,14 @@ impl Session {
         let index = self.key_index(key_id).ok_or(UsageError::NotEstablished)?;
         let active = self.keys[index]
             .active
-            .as_mut()
+            .as_ref()
             .ok_or(UsageError::NotEstablished)?;
         let overhead = header.buffer_len() + PACKET_ID_LEN + TAG_LEN;
         let mut buf = vec![0u8; overhead + plaintext.len()];
         buf[overhead..].copy_from_slice(plaintext);
-        let len = active
-            .sealing
-            .seal_in_place(header, &mut buf, plaintext.len())?;
-        buf.truncate(len);
-        active.bytes = active.bytes.saturating_add(plaintext.len() as u64);
-        active.packets = active.packets.saturating_add(1);
+        // Crossing a limit needs no report here: the callers check renegotiation.
+        let sealed = active.key.seal(header, &mut buf, plaintext.len())?;
+        buf.truncate(sealed.len);
         self.outgoing.push_back(buf);
         Ok(())
     }
@@ -74,15 +71,7 @@ impl Session {
         let keys = self
             .keys
             .iter()
-            .filter_map(|k| {
-                let active = k.active.as_ref()?;
-                Some(DataKey {
-                    key_id: k.key_id,
-                    sealing: active.sealing.clone(),
-                    opening: active.opening.clone(),
-                    replay: active.replay.clone(),
-                })
-            })
+            .filter_map(|k| Some(k.active.as_ref()?.key.clone()))
             .collect();
         Some(DataChannel {
             peer_id: self.data_v2.then_some(self.peer_id),
@@ -142,13 +131,11 @@ impl Session {
         let index = self.key_index(key_id).ok_or(DropReason::KeyId(key_id))?;
         let active = self.keys[index]
             .active
-            .as_mut()
+            .as_ref()
             .ok_or(DropReason::KeyId(key_id))?;
         let mut buf = datagram.to_vec();
-        let opened = active.opening.open_shared(&mut buf, &active.replay, now)?;
+        let opened = active.key.open(&mut buf, now)?;
         let plaintext = buf.get(opened.plaintext).unwrap_or(&[]);
-        active.bytes = active.bytes.saturating_add(plaintext.len() as u64);
-        active.packets = active.packets.saturating_add(1);
         self.last_received = now;
         match Plaintext::classify(plaintext)? {
             Plaintext::Ping => {}

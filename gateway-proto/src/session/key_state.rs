@@ -4,14 +4,14 @@
 use std::io::{ErrorKind, Read, Write};
 use std::time::Instant;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::data::{Cipher, DataKeys, OpeningKey, SealingKey};
+use crate::data::{Cipher, DataKey, UsageLimits};
 use crate::key_method::{ClientKeySource, ServerKeySource};
 use crate::keys::{DataChannelKeys, EXPORTER_LABEL, KEY_BLOCK_LEN, KeyBlock, Role};
 use crate::packet::{KeyId, SessionId};
 use crate::reliable::{Reliable, ReliableConfig};
-use crate::replay::{ReplayConfig, ReplayWindow};
+use crate::replay::ReplayConfig;
 
 use super::CloseReason;
 
@@ -30,20 +30,16 @@ pub(crate) enum Phase {
     Exchanged,
 }
 
-/// The data keys of a key_id and their use counters.
+/// The data keys of a key_id.
 #[derive(Debug)]
 pub(crate) struct ActiveKeys {
-    /// Shared with the data plane (see [`super::DataChannel`]): the packet-id counter
-    /// inside is the one every sender on this key_id draws from.
-    pub sealing: Arc<SealingKey>,
-    pub opening: Arc<OpeningKey>,
+    /// Shared with the data plane (see [`crate::data::DataChannel`]): its packet-id
+    /// counter, replay window and use counters are the ones every carrier of this
+    /// key_id's packets draws from.
+    pub key: Arc<DataKey>,
     pub material: DataChannelKeys,
     pub cipher: Cipher,
-    /// Shared with the data plane, so a packet-id is accepted once whoever receives it.
-    pub replay: Arc<Mutex<ReplayWindow>>,
     pub since: Instant,
-    pub bytes: u64,
-    pub packets: u64,
 }
 
 /// State of one key_id.
@@ -215,20 +211,17 @@ impl KeyState {
         cipher: Cipher,
         block: &KeyBlock,
         replay: ReplayConfig,
+        limits: UsageLimits,
         now: Instant,
     ) -> Result<(), CloseReason> {
         let material = block.data_channel_keys(role);
-        let keys =
-            DataKeys::new(cipher, &material).map_err(|e| CloseReason::Internal(e.to_string()))?;
+        let key = DataKey::new(self.key_id, cipher, &material, replay, limits)
+            .map_err(|e| CloseReason::Internal(e.to_string()))?;
         self.active = Some(ActiveKeys {
-            sealing: Arc::new(keys.sealing),
-            opening: Arc::new(keys.opening),
+            key: Arc::new(key),
             material,
             cipher,
-            replay: Arc::new(Mutex::new(ReplayWindow::new(replay))),
             since: now,
-            bytes: 0,
-            packets: 0,
         });
         // Derived: the random material is not needed (nor kept) any longer.
         self.client_source = None;

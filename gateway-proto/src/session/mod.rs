@@ -43,13 +43,13 @@ pub use core::{Session, Transmit};
 pub use server::StartError;
 pub use server_control::PENDING_TIMEOUT_REASON;
 
-use crate::data::{Cipher, DataError, OpeningKey, SealingKey};
+use crate::data::{Cipher, DataError};
 use crate::key_method::PeerInfo;
 use crate::keys::DataChannelKeys;
-use crate::packet::{DataHeader, KeyId, PacketError, PeerId};
+use crate::packet::{KeyId, PacketError, PeerId};
 use crate::push::{ControlError, InfoPayload, PushConfig};
 use crate::reliable::ReceiveError;
-use crate::replay::{ReplayError, ReplayWindow};
+use crate::replay::ReplayError;
 use crate::wrap::WrapError;
 
 /// Who the peer is, as far as this session knows.
@@ -87,70 +87,6 @@ impl std::fmt::Debug for KeyMaterial {
             .field("key_id", &self.key_id)
             .field("cipher", &self.cipher)
             .finish_non_exhaustive()
-    }
-}
-
-/// One key_id's data keys, shared with the session that negotiated them.
-#[derive(Clone)]
-pub struct DataKey {
-    /// The key_id on the packets.
-    pub key_id: KeyId,
-    /// Seals with the key's one packet-id counter.
-    pub sealing: std::sync::Arc<SealingKey>,
-    /// Opens the peer's packets.
-    pub opening: std::sync::Arc<OpeningKey>,
-    /// The key's receive window; pass it to [`OpeningKey::open_shared`].
-    pub replay: std::sync::Arc<std::sync::Mutex<ReplayWindow>>,
-}
-
-impl std::fmt::Debug for DataKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataKey")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What a data plane needs to carry a session's tunnel packets: see
-/// [`Session::data_channel`].
-#[derive(Debug, Clone)]
-pub struct DataChannel {
-    /// The peer-id for P_DATA_V2 headers; `None` when the session sends P_DATA_V1.
-    pub peer_id: Option<PeerId>,
-    /// The key_id to seal with.
-    pub send_key: KeyId,
-    /// Every key_id that still opens packets (the sending key, a lame duck, a new key
-    /// the peer may already use).
-    pub keys: Vec<DataKey>,
-}
-
-impl DataChannel {
-    /// The key for `key_id`.
-    pub fn key(&self, key_id: KeyId) -> Option<&DataKey> {
-        self.keys.iter().find(|k| k.key_id == key_id)
-    }
-
-    /// The header of a data packet we send.
-    pub fn send_header(&self) -> DataHeader {
-        match self.peer_id {
-            Some(peer_id) => DataHeader::V2 {
-                key_id: self.send_key,
-                peer_id,
-            },
-            None => DataHeader::V1 {
-                key_id: self.send_key,
-            },
-        }
-    }
-
-    /// True when both carry the same keys (the same shared objects) in the same roles.
-    pub fn same_keys(&self, other: &DataChannel) -> bool {
-        self.peer_id == other.peer_id
-            && self.send_key == other.send_key
-            && self.keys.len() == other.keys.len()
-            && self.keys.iter().zip(&other.keys).all(|(a, b)| {
-                a.key_id == b.key_id && std::sync::Arc::ptr_eq(&a.sealing, &b.sealing)
-            })
     }
 }
 

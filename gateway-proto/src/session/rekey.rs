@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::core::{Life, Session};
 use super::key_state::{ActiveKeys, KeyState};
 use super::{CloseReason, DropReason, Event, KeyMaterial};
+use crate::data::UsageLimits;
 use crate::keys::Role;
 use crate::packet::{ControlRepr, KeyId, Opcode, SESSION_ID_LEN, SessionId};
 
@@ -99,16 +100,19 @@ impl Session {
         self.keys.get(index)?.active.as_ref()
     }
 
-    pub(crate) fn check_renegotiation(&mut self, now: Instant) {
-        let limits = self.common.renegotiation;
+    /// Starts a renegotiation when the sending key is due one: `reneg-sec` passed, or its
+    /// use (counted by whoever carried its packets: this session or a data plane) reached
+    /// `reneg-bytes` / `reneg-pkts`, or its packet-ids are nearly spent. A data plane
+    /// calls this when [`crate::data::Sealed::renegotiate`] or
+    /// [`crate::data::Opened::renegotiate`] says a packet crossed a limit.
+    pub fn check_renegotiation(&mut self, now: Instant) {
+        let seconds = self.common.renegotiation.seconds;
         let Some(active) = self.send_keys() else {
             return;
         };
-        let due = (limits.seconds > 0
-            && now.saturating_duration_since(active.since) >= Duration::from_secs(limits.seconds))
-            || (limits.bytes > 0 && active.bytes >= limits.bytes)
-            || (limits.packets > 0 && active.packets >= limits.packets)
-            || active.sealing.needs_renegotiation();
+        let due = (seconds > 0
+            && now.saturating_duration_since(active.since) >= Duration::from_secs(seconds))
+            || active.key.renegotiation_due();
         if due {
             self.renegotiate(now);
         }
@@ -171,12 +175,16 @@ impl Session {
         let (client_sid, server_sid) = self.prf_session_ids();
         let role = self.role();
         let replay = self.common.replay;
+        let limits = UsageLimits {
+            bytes: self.common.renegotiation.bytes,
+            packets: self.common.renegotiation.packets,
+        };
         let exporter = self.exporter;
         let key = self
             .keys
             .get_mut(index)
             .ok_or_else(|| CloseReason::Internal("key state vanished".into()))?;
         let block = key.key_block(exporter, client_sid, server_sid)?;
-        key.activate(role, cipher, &block, replay, now)
+        key.activate(role, cipher, &block, replay, limits, now)
     }
 }

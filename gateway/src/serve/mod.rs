@@ -27,7 +27,7 @@ use gateway_proto::{
     framing::{MAX_FRAME_LEN, StreamDecoder, frame_header},
     keys::Role,
     push::ServerFeatures,
-    session::{Common, ServerConfig, ServerSettings, TlsVersions},
+    session::{Common, Renegotiation, ServerConfig, ServerSettings, TlsVersions},
     static_key::KeyDirection,
     wrap::{AuthDigest as WrapDigest, TlsAuth, TlsCrypt, Wrap},
 };
@@ -40,8 +40,11 @@ use crate::{
     config::{AuthDigest, Config, DataplaneMode, Transport},
     control::{pool::AddressPool, rules, tls},
     dataplane::{
+        afxdp::{AfXdp, XskRole},
+        carry::{Carried, Peer, Report},
+        counters::{Counter, Totals},
         tap::Tap,
-        worker::{self, Carried, Peer, Report, Workers},
+        worker::{self, Workers},
     },
     nat::{NatTimeouts, monotonic_now_ns},
     policy::GroupId,
@@ -159,7 +162,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
         bail!("{}", list(&problems));
     }
     let material = tls::load(&config.tls).map_err(|p| anyhow::anyhow!("{}", list(&p)))?;
-    let (session_config, wrap) = session_config(material)?;
+    let (session_config, wrap) = session_config(material, Renegotiation::default())?;
 
     let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     if forwarding.trim() != "1" {
@@ -276,7 +279,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
     tokio::pin!(shutdown);
     // Dropped datagrams, spoofed packets and the workers' counters, logged with the
     // sweep when they changed.
-    let mut logged = (0u64, 0u64, worker::Totals::default());
+    let mut logged = (0u64, 0u64, Totals::default());
     loop {
         let deadline = server
             .poll_timeout()
@@ -290,6 +293,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                     Report::Floated { peer_id, to } => server.floated(now, peer_id, to, &mut plane),
                     Report::Exited { peer_id } => server.peer_exited(now, peer_id, &mut plane),
                     Report::KeyUsed { peer_id, key_id } => server.key_used(now, peer_id, key_id, &mut plane),
+                    Report::RenegotiationDue { peer_id } => server.renegotiation_due(now, peer_id, &mut plane),
                 }
             },
             Some(event) = streams.recv() => match event {
@@ -348,32 +352,32 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
 }
 
 /// One log line with the control plane's and the workers' counters.
-fn log_counters(message: &str, server: &Server, w: &worker::Totals) {
+fn log_counters(message: &str, server: &Server, w: &Totals) {
+    let workers: Vec<String> = w
+        .iter()
+        .map(|(counter, n)| match counter {
+            // The control plane drops spoofed packets too (TCP sessions, data that raced
+            // a key hand-over).
+            Counter::Spoofed => format!("{}={}", counter.name(), n + server.spoofed),
+            _ => format!("{}={n}", counter.name()),
+        })
+        .collect();
     info!(
         sessions = server.sessions(),
         dropped = server.dropped,
-        spoofed = server.spoofed + w.spoofed,
-        rx_packets = w.rx_packets,
-        tx_packets = w.tx_packets,
-        rx_dropped = w.rx_dropped,
-        no_session = w.no_session,
-        truncated = w.truncated,
-        report_overflow = w.report_overflow,
-        send_errors = w.send_errors,
-        gso_sends = w.gso_sends,
-        gro_reads = w.gro_reads,
-        xsk_edge_frames = w.xsk_edge_frames,
-        xsk_target_frames = w.xsk_target_frames,
-        malformed = w.malformed,
-        xsk_kernel_drops = w.xsk_kernel_drops,
+        workers = %workers.join(" "),
         "{message}"
     );
 }
 
 /// The server role's session settings from the TLS material: the three AEAD ciphers in
-/// the gateway's order of preference, key export and cc-exit on; and the listener's
-/// control-channel wrap.
-pub fn session_config(material: tls::TlsMaterial) -> Result<(ServerConfig, Wrap)> {
+/// the gateway's order of preference, key export and cc-exit on, and the renegotiation
+/// limits (`gateway serve` sets none: the exported profile says `reneg-sec 0`); and the
+/// listener's control-channel wrap.
+pub fn session_config(
+    material: tls::TlsMaterial,
+    renegotiation: Renegotiation,
+) -> Result<(ServerConfig, Wrap)> {
     let wrap = match (&material.tls_crypt_key, &material.tls_auth) {
         (Some(key), _) => Wrap::TlsCrypt(TlsCrypt::new(key, Role::Server)),
         // The server side of `key-direction 0`.
@@ -403,7 +407,10 @@ pub fn session_config(material: tls::TlsMaterial) -> Result<(ServerConfig, Wrap)
             cc_exit: true,
             dyn_tls_crypt: false,
         },
-        common: Common::new(wrap.clone()).map_err(|e| anyhow::anyhow!("session settings: {e}"))?,
+        common: Common {
+            renegotiation,
+            ..Common::new(wrap.clone()).map_err(|e| anyhow::anyhow!("session settings: {e}"))?
+        },
     })
     .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
     Ok((config, wrap))
@@ -551,7 +558,7 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
 
 /// The interfaces AF_XDP mode puts sockets on: the public one (when UDP is served) and
 /// every target interface.
-fn afxdp_interfaces(config: &Config, udp: Option<crate::config::Listen>) -> Result<worker::AfXdp> {
+fn afxdp_interfaces(config: &Config, udp: Option<crate::config::Listen>) -> Result<AfXdp> {
     let ifindex = |name: &str| {
         rules::lookup_interface(name)
             .map(|i| i.ifindex)
@@ -568,7 +575,7 @@ fn afxdp_interfaces(config: &Config, udp: Option<crate::config::Listen>) -> Resu
             targets.push(index);
         }
     }
-    Ok(worker::AfXdp { edge, targets })
+    Ok(AfXdp { edge, targets })
 }
 
 /// What `gateway dataplane` shows.
@@ -577,11 +584,7 @@ fn dataplane_status(workers: &Workers) -> crate::admin::DataplaneStatus {
         .xsks()
         .iter()
         .map(|b| crate::admin::XskSocket {
-            role: match b.role {
-                worker::XskRole::Edge => "edge",
-                worker::XskRole::Target => "target",
-            }
-            .to_string(),
+            role: b.role.name().to_string(),
             ifindex: b.ifindex,
             queue: b.queue,
             worker: b.worker,
@@ -607,8 +610,8 @@ fn mode_name(workers: &Workers) -> &'static str {
 fn steer_to_workers(xdp: &mut Xdp, workers: &Workers) -> Result<()> {
     for binding in workers.xsks() {
         match binding.role {
-            worker::XskRole::Edge => xdp.edge.insert_xsk(binding.queue, &binding.fd)?,
-            worker::XskRole::Target => {
+            XskRole::Edge => xdp.edge.insert_xsk(binding.queue, &binding.fd)?,
+            XskRole::Target => {
                 xdp.policy
                     .insert_target_xsk(binding.ifindex, binding.queue, &binding.fd)?
             }

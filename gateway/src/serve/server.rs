@@ -14,11 +14,12 @@ use std::{
 use gateway_ebpf_common::SessionInfo;
 use gateway_proto::{
     cookie::{CookieConfig, CookieKey, ResetRateLimiter},
+    data::DataChannel,
     key_method::Directive,
     packet::KeyId,
     packet::{ControlPacket, ControlRepr, Opcode, PeerId, peek_peer_id},
     push::{AuthFailure, KeepaliveSettings, PushPolicy, Route, RouteGateway, TunnelMode},
-    session::{DataChannel, Event, ServerConfig, Session},
+    session::{Event, ServerConfig, Session},
     wrap::Wrap,
 };
 use tracing::{info, warn};
@@ -27,7 +28,7 @@ use crate::{
     admin::{Connection, Selector, TerminateStatus},
     config::Config,
     control::pool::AddressPool,
-    dataplane::worker::Activity,
+    dataplane::activity::Activity,
     policy::{GroupId, group_set},
 };
 
@@ -772,6 +773,16 @@ impl Server {
     pub fn key_used(&mut self, now: Instant, peer_id: u32, key_id: KeyId, dp: &mut dyn DataPath) {
         if let Some(client) = self.clients.get_mut(&peer_id) {
             client.session.note_key_used(key_id, now);
+        }
+        self.drive(peer_id, now, dp);
+    }
+
+    /// A packet the data plane carried took the session's key past a renegotiation
+    /// limit (`reneg-bytes`, `reneg-pkts`): the session starts a soft reset if its sending
+    /// key is due one.
+    pub fn renegotiation_due(&mut self, now: Instant, peer_id: u32, dp: &mut dyn DataPath) {
+        if let Some(client) = self.clients.get_mut(&peer_id) {
+            client.session.check_renegotiation(now);
         }
         self.drive(peer_id, now, dp);
     }

@@ -1,7 +1,9 @@
 //! An in-memory harness for `Server`: our client-role sessions talk to it with no
 //! sockets and no XDP (a recording `DataPath`), from simulated addresses; time is the
-//! real clock but nothing waits on it. Used by `serve::tests` and, through the `testing`
-//! feature, by the worker tests in `tests/`.
+//! real clock but nothing waits on it. What the server hands to the data plane goes into
+//! a real worker core ([`Carrier`]), so the tests see exactly what a worker would do with
+//! it. Used by `serve::tests` and, through the `testing` feature, by the worker tests in
+//! `tests/`.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -9,18 +11,51 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use gateway_proto::session::{Event, Session};
+use gateway_proto::{
+    data::DATA_V2_OVERHEAD,
+    session::{Event, Renegotiation, Session},
+};
 
 use super::{CarryRequest, DataPath, Server};
-use crate::{config::Config, control::tls, pki::Pki, policy::GroupId};
+use crate::{
+    config::Config,
+    control::tls,
+    dataplane::{
+        carry::{Carried, Carrier, Command, Inbound, Outbound, Peer, Report, SEAL_AT},
+        counters::Counters,
+        frame::{ETH_LEN, write_eth_header},
+    },
+    pki::Pki,
+    policy::GroupId,
+};
 
-/// What the server asked of the XDP side.
-#[derive(Default)]
+/// MACs of the frames the harness's worker core writes and reads.
+const SEAM_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+/// What the server asked of the XDP side and of the data plane, and the worker core
+/// that carries what it handed over.
 pub struct Recorder {
     pub up: Vec<(Ipv4Addr, u32, Vec<GroupId>)>,
     pub down: Vec<(Ipv4Addr, u32)>,
     /// Hand-overs to the data plane, in order.
     pub carried: Vec<(u32, Option<CarryRequest>)>,
+    /// A worker's core, given every hand-over.
+    pub carrier: Carrier,
+    /// The receiving ends of TCP sessions' writers.
+    streams: Vec<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            up: Vec::new(),
+            down: Vec::new(),
+            carried: Vec::new(),
+            carrier: Carrier::new(SEAM_MAC, PEER_MAC, Arc::new(Counters::default())),
+            streams: Vec::new(),
+        }
+    }
 }
 
 impl DataPath for Recorder {
@@ -31,6 +66,26 @@ impl DataPath for Recorder {
         self.down.push((lease, peer_id));
     }
     fn carry(&mut self, peer_id: u32, carried: Option<CarryRequest>) {
+        let command = match &carried {
+            Some(request) => {
+                let peer = if request.udp {
+                    Peer::Udp(request.addr)
+                } else {
+                    let (writer, reader) = tokio::sync::mpsc::unbounded_channel();
+                    self.streams.push(reader);
+                    Peer::Stream(writer)
+                };
+                Command::Carry(Arc::new(Carried {
+                    peer_id,
+                    lease: request.lease,
+                    peer,
+                    data: request.data.clone(),
+                    activity: request.activity.clone(),
+                }))
+            }
+            None => Command::Forget(peer_id),
+        };
+        self.carrier.apply(command);
         self.carried.push((peer_id, carried));
     }
 }
@@ -64,6 +119,16 @@ impl Harness {
     /// With `ou`, groups also come from certificate OUs, and dave (in no `[groups]`
     /// entry) carries OU=eng.
     pub fn build(tag: &str, client_cidr: &str, ou: bool) -> Self {
+        Self::build_with(tag, client_cidr, ou, Renegotiation::default())
+    }
+
+    /// [`Harness::build`] with the server sessions' renegotiation limits.
+    pub fn build_with(
+        tag: &str,
+        client_cidr: &str,
+        ou: bool,
+        renegotiation: Renegotiation,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-serve-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let pki = Pki::init(&dir, "Serve CA", "server").unwrap();
@@ -103,7 +168,7 @@ eng = ["alice", "bob"]
         );
         let config = Config::parse(&text, "t").unwrap();
         let material = tls::load(&config.tls).unwrap();
-        let (session_config, wrap) = super::session_config(material).unwrap();
+        let (session_config, wrap) = super::session_config(material, renegotiation).unwrap();
         let server = Server::new(config, Arc::new(session_config), wrap, &[7u8; 32]).unwrap();
         Self {
             server,
@@ -119,6 +184,30 @@ eng = ["alice", "bob"]
             .client_role_config(name, &[gateway_proto::data::Cipher::Aes256Gcm])
             .unwrap();
         Session::client(Arc::new(config), Instant::now(), unix()).unwrap()
+    }
+
+    /// Hands what the worker core reported to the server, as the serving loop does;
+    /// returns the reports.
+    pub fn deliver_reports(&mut self) -> Vec<Report> {
+        let reports: Vec<Report> = self.xdp.carrier.drain_reports().collect();
+        let now = Instant::now();
+        for report in &reports {
+            let dp = &mut self.xdp;
+            match report {
+                Report::Datagram { from, bytes } => {
+                    self.server.handle_datagram(now, *from, bytes, dp)
+                }
+                Report::Floated { peer_id, to } => self.server.floated(now, *peer_id, *to, dp),
+                Report::Exited { peer_id } => self.server.peer_exited(now, *peer_id, dp),
+                Report::KeyUsed { peer_id, key_id } => {
+                    self.server.key_used(now, *peer_id, *key_id, dp)
+                }
+                Report::RenegotiationDue { peer_id } => {
+                    self.server.renegotiation_due(now, *peer_id, dp)
+                }
+            }
+        }
+        reports
     }
 
     /// Exchanges packets between `client` (at `addr`) and the server until neither has
@@ -161,27 +250,32 @@ impl Recorder {
             .and_then(|(_, c)| c.as_ref())
     }
 
-    /// What a worker does with a packet `target` put into the TAP: seal it with the keys
-    /// the server handed over for the session of its destination lease; the datagram and
-    /// where it goes.
-    pub fn worker_seal(&self, packet: &[u8]) -> Option<(SocketAddr, Vec<u8>)> {
-        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-        let carried = self
-            .carried
-            .iter()
-            .filter_map(|(id, _)| self.carried(*id))
-            .find(|c| c.lease == dst)?;
-        let header = carried.data.send_header();
-        let key = carried.data.key(carried.data.send_key)?;
-        let overhead = header.buffer_len() + 4 + 16;
-        let mut buf = vec![0u8; overhead + packet.len()];
-        buf[overhead..].copy_from_slice(packet);
-        let len = key
-            .sealing
-            .seal_in_place(header, &mut buf, packet.len())
-            .ok()?;
-        buf.truncate(len);
-        Some((carried.addr, buf))
+    /// What a worker does with a packet `target` put into the TAP: its core seals it
+    /// with the keys the server handed over for the session of its destination lease;
+    /// the datagram and where it goes (`None`: nobody's, or a TCP session's).
+    pub fn worker_seal(&mut self, packet: &[u8]) -> Option<(SocketAddr, Vec<u8>)> {
+        let mut slot = vec![0u8; DATA_V2_OVERHEAD + packet.len()];
+        write_eth_header(&mut slot[SEAL_AT..], SEAM_MAC, PEER_MAC);
+        slot[DATA_V2_OVERHEAD..].copy_from_slice(packet);
+        let verdict = self
+            .carrier
+            .seal(&mut slot, ETH_LEN + packet.len(), None, Instant::now());
+        match verdict {
+            Outbound::Udp { to, len } => Some((to, slot[..len].to_vec())),
+            _ => None,
+        }
+    }
+
+    /// What a worker does with a datagram from `from`: its core's verdict, and the
+    /// tunnelled packet (no Ethernet header) when the verdict is for the seam.
+    pub fn worker_open(&mut self, datagram: &[u8], from: SocketAddr) -> (Inbound, Vec<u8>) {
+        let mut buf = datagram.to_vec();
+        let verdict = self.carrier.datagram(&mut buf, from, Instant::now());
+        let packet = match &verdict {
+            Inbound::ToSeam(frame) => buf[frame.start + ETH_LEN..frame.end].to_vec(),
+            _ => Vec::new(),
+        };
+        (verdict, packet)
     }
 }
 

@@ -2,10 +2,13 @@
 
 use std::{net::Ipv4Addr, time::Instant};
 
-use gateway_proto::session::Event;
+use gateway_proto::session::{Event, Renegotiation};
 
 use super::testing::{Harness, addr, established, ip_udp};
-use crate::policy::GroupId;
+use crate::{
+    dataplane::carry::{Inbound, Report},
+    policy::GroupId,
+};
 
 #[test]
 fn a_client_is_leased_admitted_in_xdp_and_carries_data_both_ways() {
@@ -62,8 +65,7 @@ fn the_data_plane_is_handed_the_session_keys_and_shares_packet_ids_and_replay_wi
     let key = first.key(first.send_key).unwrap();
     let mut buf = wire.clone();
     let opened = key
-        .opening
-        .open_shared(&mut buf, &key.replay, Instant::now())
+        .open(&mut buf, Instant::now())
         .expect("the data plane opens alice's packet");
     assert_eq!(&buf[opened.plaintext], &out[..]);
     let dropped = h.server.dropped;
@@ -91,6 +93,50 @@ fn the_data_plane_is_handed_the_session_keys_and_shares_packet_ids_and_replay_wi
     alice.close(Instant::now());
     h.pump(&mut alice, addr(2));
     assert!(matches!(h.xdp.carried.last(), Some((id, None)) if *id == peer_id));
+}
+
+#[test]
+fn reneg_bytes_rekeys_on_traffic_only_the_data_plane_carried() {
+    let limits = Renegotiation {
+        bytes: 4_000,
+        ..Renegotiation::default()
+    };
+    let mut h = Harness::build_with("reneg", "10.200.0.0/22", false, limits);
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    let peer_id = h.xdp.up[0].1;
+    let first = h.xdp.carried(peer_id).unwrap().data.clone();
+    // 1,000-byte packets both ways, every one opened or sealed by the worker core: the
+    // control plane's session sees none of them.
+    let target = Ipv4Addr::new(10, 10, 0, 10);
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        alice
+            .send_data(Instant::now(), &ip_udp(lease, target, &[1; 972]))
+            .unwrap();
+        let wire = alice.poll_transmit(Instant::now()).unwrap().contents;
+        let (verdict, packet) = h.xdp.worker_open(&wire, addr(2));
+        assert!(matches!(verdict, Inbound::ToSeam(_)), "{verdict:?}");
+        assert_eq!(packet.len(), 1_000);
+        let (_, datagram) = h
+            .xdp
+            .worker_seal(&ip_udp(target, lease, &[2; 972]))
+            .unwrap();
+        alice.handle_datagram(Instant::now(), &datagram).unwrap();
+        assert!(matches!(alice.poll_event(), Some(Event::Packet(_))));
+        reports.extend(h.deliver_reports());
+    }
+    // The fourth packet took the key past 4,000 bytes; the server renegotiates.
+    assert_eq!(reports, [Report::RenegotiationDue { peer_id }]);
+    h.pump(&mut alice, addr(2));
+    let rekeyed = h.xdp.carried(peer_id).expect("still carried").data.clone();
+    assert_ne!(rekeyed.send_key, first.send_key, "the new key sends");
+    assert!(!rekeyed.same_keys(&first));
+    assert!(
+        h.xdp
+            .worker_seal(&ip_udp(target, lease, b"after"))
+            .is_some()
+    );
 }
 
 #[test]
