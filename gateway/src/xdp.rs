@@ -9,16 +9,19 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_ebpf_common::{
-    AuthzValue, DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_PROGRAM, EDGE_STATS_MAP,
+    DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_PROGRAM, EDGE_STATS_MAP,
     EDGE_XSKS_MAP, EdgeConfig, EdgePeer, EdgeStat, FlowKey, INNER_CONFIG_MAP, INNER_PROGRAM,
     INNER_STATS_MAP, InnerConfig, InnerStat, MAX_AUTHZ_RULES, MAX_LISTEN_PORTS, MAX_ROUTES,
     MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP, NatIn, NatOut, POLICY_GENERATION_MAP,
-    POLICY_MAPS, PolicyValue, RouteValue, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP,
-    TARGET_PROGRAM, TARGET_STATS_MAP, TARGET_XSK_SLOTS_MAP, TARGET_XSKS_MAP, TargetStat,
+    POLICY_MAPS, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM, TARGET_STATS_MAP,
+    TARGET_XSK_SLOTS_MAP, TARGET_XSKS_MAP, TargetStat,
 };
 use ipnet::Ipv4Net;
 
-use crate::nat::NatTimeouts;
+use crate::{
+    nat::NatTimeouts,
+    policy::{Compiled, CompiledRules},
+};
 
 /// The BPF object holding every XDP program, built by `build.rs` for the BPF target.
 pub static XDP_OBJECT: &[u8] =
@@ -355,15 +358,24 @@ impl Policy {
         Ok(flows.len())
     }
 
+    /// Writes what the policy compiler made of the configuration: the client network,
+    /// the routes and rules, and every target interface as a redirect device.
+    pub fn apply(&mut self, compiled: &Compiled) -> Result<(), XdpError> {
+        let client = compiled.client_network;
+        self.set_client_network(client.cidr, client.client_to_client)?;
+        self.replace_rules(&compiled.rules)?;
+        for target in &compiled.targets {
+            self.insert_target_device(target.interface.ifindex)?;
+        }
+        Ok(())
+    }
+
     /// Puts a whole new set of routes and authorization entries in force at once: fills
     /// the idle generation of the maps, then switches `inner` to it. No packet ever sees
     /// a mix of the old and new sets. On error (e.g. more entries than the maps hold)
     /// the rules in force stay as they were.
-    pub fn replace_rules(
-        &mut self,
-        routes: &[(Ipv4Net, RouteValue)],
-        authorization: &[(Ipv4Net, AuthzValue)],
-    ) -> Result<(), XdpError> {
+    pub fn replace_rules(&mut self, rules: &CompiledRules) -> Result<(), XdpError> {
+        let (routes, authorization) = (&rules.routes, &rules.authorization);
         if routes.len() > MAX_ROUTES as usize || authorization.len() > MAX_AUTHZ_RULES as usize {
             return Err(XdpError::Config(format!(
                 "{} routes and {} rule networks; at most {MAX_ROUTES} and {MAX_AUTHZ_RULES}",
@@ -384,7 +396,7 @@ impl Policy {
         refill_lpm(
             self.0.map_mut(POLICY_MAPS[idle])?,
             POLICY_MAPS[idle],
-            &merge_policy(routes, authorization),
+            &rules.policy_entries(),
         )?;
         let mut generation = Array::<_, u32>::try_from(self.0.map_mut(POLICY_GENERATION_MAP)?)
             .map_err(map_error(POLICY_GENERATION_MAP))?;
@@ -594,52 +606,6 @@ fn insert_device(
     })
 }
 
-/// Routes and authorization rules as one LPM trie's entries (see [`PolicyValue`]): every
-/// route network and every rule network, each with the most specific route and the most
-/// specific rule that contain it. A destination's longest match in this trie carries
-/// the route and the rule that its own longest matches among routes and among rules
-/// would give, because prefixes that contain the same address nest.
-pub fn merge_policy(
-    routes: &[(Ipv4Net, RouteValue)],
-    authorization: &[(Ipv4Net, AuthzValue)],
-) -> Vec<(Ipv4Net, PolicyValue)> {
-    use std::collections::{BTreeSet, HashMap};
-    let by_prefix = |net: &Ipv4Net| (net.prefix_len(), u32::from(net.trunc().network()));
-    let routes: HashMap<(u8, u32), RouteValue> =
-        routes.iter().map(|(n, v)| (by_prefix(n), *v)).collect();
-    let rules: HashMap<(u8, u32), AuthzValue> = authorization
-        .iter()
-        .map(|(n, v)| (by_prefix(n), *v))
-        .collect();
-    // The most specific entry of `table` containing `net`: its own prefix, then every
-    // shorter one.
-    fn covering<V: Copy>(table: &HashMap<(u8, u32), V>, net: Ipv4Net) -> Option<V> {
-        let address = u32::from(net.network());
-        (0..=net.prefix_len()).rev().find_map(|len| {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            table.get(&(len, address & mask)).copied()
-        })
-    }
-    let prefixes: BTreeSet<(u8, u32)> = routes.keys().chain(rules.keys()).copied().collect();
-    prefixes
-        .into_iter()
-        .filter_map(|(len, address)| {
-            let net = Ipv4Net::new(std::net::Ipv4Addr::from(address), len).ok()?;
-            let route = covering(&routes, net);
-            let rule = covering(&rules, net);
-            Some((
-                net,
-                PolicyValue {
-                    route: route.unwrap_or_default(),
-                    rule: rule.unwrap_or_default(),
-                    has_route: u32::from(route.is_some()),
-                    has_rule: u32::from(rule.is_some()),
-                },
-            ))
-        })
-        .collect()
-}
-
 /// Empties an LPM trie and fills it with `entries` (host bits of each network cleared).
 fn refill_lpm<V: aya::Pod>(
     map: &mut aya::maps::Map,
@@ -780,58 +746,5 @@ mod tests {
         b.values[EdgeStat::Pass as usize] = 9;
         assert_eq!(b.to_string(), "pass=9 udp=3");
         assert_eq!(b.since(&a).to_string(), "pass=4");
-    }
-}
-
-#[cfg(test)]
-mod merge_tests {
-    use std::net::Ipv4Addr;
-
-    use gateway_ebpf_common::GroupSet;
-    use proptest::prelude::*;
-
-    use super::*;
-
-    /// The longest match for `d` among `entries`, by brute force.
-    fn longest<V: Copy>(entries: &[(Ipv4Net, V)], d: Ipv4Addr) -> Option<V> {
-        entries
-            .iter()
-            .filter(|(net, _)| net.contains(&d))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, v)| *v)
-    }
-
-    /// Networks inside 10.0.0.0/22 so that they overlap often.
-    fn arb_net() -> impl Strategy<Value = Ipv4Net> {
-        (0u32..1024, 22u8..=32).prop_map(|(host, len)| {
-            Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | host), len)
-                .unwrap()
-                .trunc()
-        })
-    }
-
-    fn dedup<V>(mut v: Vec<(Ipv4Net, V)>) -> Vec<(Ipv4Net, V)> {
-        v.sort_by_key(|(n, _)| (n.prefix_len(), u32::from(n.network())));
-        v.dedup_by_key(|(n, _)| *n);
-        v
-    }
-
-    proptest! {
-        #[test]
-        fn one_lookup_in_the_merged_trie_finds_the_route_and_the_rule(
-            routes in prop::collection::vec((arb_net(), 1u32..100), 0..10),
-            rules in prop::collection::vec((arb_net(), 0u32..2), 0..10),
-            host in 0u32..1024,
-        ) {
-            let routes = dedup(routes.into_iter().map(|(n, i)| (n, RouteValue { target_ifindex: i, snat_addr: [10, 0, 0, 9] })).collect());
-            let rules = dedup(rules.into_iter().map(|(n, all)| (n, AuthzValue { groups: GroupSet::default(), all_users: all, _pad: 0 })).collect());
-            let merged = merge_policy(&routes, &rules);
-            let d = Ipv4Addr::from(0x0a00_0000 | host);
-            let found = longest(&merged, d);
-            let route = longest(&routes, d);
-            let rule = longest(&rules, d);
-            prop_assert_eq!(found.filter(|e| e.has_route != 0).map(|e| e.route), route);
-            prop_assert_eq!(found.filter(|e| e.has_rule != 0).map(|e| e.rule), rule);
-        }
     }
 }

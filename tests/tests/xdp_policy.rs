@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use gateway::{
     dataplane::xsk::Xsk,
     nat::{NatTimeouts, monotonic_now_ns},
-    policy::{Access, AuthorizationRule, GroupId, compile_authorization, group_set},
+    policy::{Access, AuthorizationRule, CompiledRules, GroupId, compile_authorization, group_set},
     xdp::Policy,
 };
 use gateway_ebpf_common::{
@@ -55,7 +55,9 @@ fn loaded(nat_capacity: u32) -> Policy {
         };
         policy.insert_session(Ipv4Addr::from(lease), info).unwrap();
     }
-    policy.replace_rules(&routes(&[]), &rules()).unwrap();
+    policy
+        .replace_rules(&CompiledRules::new(routes(&[]), rules()))
+        .unwrap();
     policy
 }
 
@@ -209,7 +211,7 @@ fn authorization_follows_the_most_specific_rule() {
     );
     let mut fx = fx;
     fx.policy
-        .replace_rules(&routes(&["192.168.0.0/16"]), &rules())
+        .replace_rules(&CompiledRules::new(routes(&["192.168.0.0/16"]), rules()))
         .unwrap();
     fx.expect_drop(
         "route but no rule",
@@ -295,7 +297,9 @@ fn mappings_are_reused_and_ports_kept_unless_taken() {
         rule("10.0.0.0/16", Access::Group(g(DEV))),
         rule("10.0.0.0/16", Access::Group(g(MANAGER))),
     ]);
-    fx.policy.replace_rules(&routes(&[]), &shared).unwrap();
+    fx.policy
+        .replace_rules(&CompiledRules::new(routes(&[]), shared.clone()))
+        .unwrap();
     let collided = fx.inner(&tcp(MANAGER_LEASE, HOST, 40000));
     assert_eq!(collided.verdict, Verdict::Pass);
     let port = src_port(&collided.frame);
@@ -595,7 +599,9 @@ fn rule_sets_are_replaced_whole_and_a_failed_replace_changes_nothing() {
     for round in 0..20 {
         let allowed = round % 2 == 0;
         let set = if allowed { &managers } else { &rules() };
-        fx.policy.replace_rules(&routes(&[]), set).unwrap();
+        fx.policy
+            .replace_rules(&CompiledRules::new(routes(&[]), set.clone()))
+            .unwrap();
         let out = fx.inner(&to_host);
         let want = if allowed {
             Verdict::Pass
@@ -618,7 +624,11 @@ fn rule_sets_are_replaced_whole_and_a_failed_replace_changes_nothing() {
             )
         })
         .collect();
-    assert!(fx.policy.replace_rules(&too_many, &managers).is_err());
+    assert!(
+        fx.policy
+            .replace_rules(&CompiledRules::new(too_many, managers.clone()))
+            .is_err()
+    );
     fx.expect_drop(
         "rules in force after a failed replace",
         &to_host,
@@ -680,7 +690,9 @@ fn icmp_errors_about_translated_flows_go_back_to_the_client() {
         rule("10.0.0.0/16", Access::Group(g(DEV))),
         rule("10.0.0.0/16", Access::Group(g(MANAGER))),
     ]);
-    fx.policy.replace_rules(&routes(&[]), &shared).unwrap();
+    fx.policy
+        .replace_rules(&CompiledRules::new(routes(&[]), shared.clone()))
+        .unwrap();
     // The manager's UDP flow collides with the dev's and gets another port.
     let dev_udp = frame::udp(DEV_LEASE, HOST, 40000, 53, b"query");
     let manager_udp = frame::udp(MANAGER_LEASE, HOST, 40000, 53, b"query");
@@ -885,7 +897,9 @@ fn clients_reach_each_other_only_when_enabled_and_authorized() {
         "10.200.0.0/22",
         Access::AllUsers,
     )]));
-    fx.policy.replace_rules(&routes(&[]), &with_local).unwrap();
+    fx.policy
+        .replace_rules(&CompiledRules::new(routes(&[]), with_local))
+        .unwrap();
     let before = fx.policy.inner_stats().unwrap();
     // Back to the data plane untranslated: it hands the packet to the other session.
     xdp::assert_untouched(fx.policy.inner(), &to_manager, Verdict::Tx)

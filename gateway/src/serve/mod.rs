@@ -38,13 +38,14 @@ pub use self::server::{CarryRequest, DataPath, Server};
 use crate::{
     admin::{Request as AdminRequest, Response as AdminResponse},
     config::{AuthDigest, Config, DataplaneMode, Transport},
-    control::{pool::AddressPool, rules, tls},
+    control::{pool::AddressPool, tls},
     dataplane::{
         tap::Tap,
         worker::{self, Carried, Peer, Report, Workers},
     },
     nat::{NatTimeouts, monotonic_now_ns},
-    policy::GroupId,
+    net::lookup_interface,
+    policy::{self, GroupId},
     xdp::{AttachMode, Edge, Policy},
 };
 
@@ -532,17 +533,10 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
     )?;
     edge.attach(&config.endpoint.public_interface, AttachMode::Auto)?;
     let mut policy = Policy::load()?;
-    policy.set_client_network(
-        config.endpoint.client_cidr,
-        config.endpoint.client_to_client,
-    )?;
-    let compiled = rules::compile(config, &rules::lookup_interface)?;
-    policy.replace_rules(&compiled.routes, &compiled.authorization)?;
-    for target in &config.targets {
-        let interface = rules::lookup_interface(&target.interface)
-            .map_err(|e| anyhow::anyhow!("target interface {}: {e}", target.interface))?;
-        policy.insert_target_device(interface.ifindex)?;
-        policy.attach_target(&target.interface, AttachMode::Auto)?;
+    let compiled = policy::compile(config, &lookup_interface)?;
+    policy.apply(&compiled)?;
+    for target in &compiled.targets {
+        policy.attach_target(&target.name, AttachMode::Auto)?;
     }
     policy.insert_dataplane_device(tap.ifindex())?;
     policy.attach_inner(tap.name(), AttachMode::Native)?;
@@ -553,9 +547,9 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
 /// every target interface.
 fn afxdp_interfaces(config: &Config, udp: Option<crate::config::Listen>) -> Result<worker::AfXdp> {
     let ifindex = |name: &str| {
-        rules::lookup_interface(name)
+        lookup_interface(name)
             .map(|i| i.ifindex)
-            .map_err(|e| anyhow::anyhow!("interface {name}: {e}"))
+            .map_err(anyhow::Error::from)
     };
     let edge = match udp {
         Some(_) => Some(ifindex(&config.endpoint.public_interface)?),
@@ -635,11 +629,8 @@ fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
     if fresh.endpoint != running.endpoint || fresh.groups != running.groups {
         warn!("reload applies routes and authorization rules only; other changes need a restart");
     }
-    match rules::compile(&fresh, &rules::lookup_interface) {
-        Ok(compiled) => match xdp
-            .policy
-            .replace_rules(&compiled.routes, &compiled.authorization)
-        {
+    match policy::compile_rules(&fresh, &lookup_interface) {
+        Ok(compiled) => match xdp.policy.replace_rules(&compiled) {
             Ok(()) => info!(
                 routes = compiled.routes.len(),
                 rules = compiled.authorization.len(),
