@@ -334,7 +334,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                     log_counters("counters", &server, &counts.2);
                 }
             },
-            _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp),
+            _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp).await,
             _ = &mut shutdown => {
                 log_counters("shutting down", &server, &plane.workers.totals());
                 server.close_all(Instant::now(), &mut plane);
@@ -617,8 +617,9 @@ fn steer_to_workers(xdp: &mut Xdp, workers: &Workers) -> Result<()> {
 }
 
 /// SIGHUP: routes and authorization rules from the file again, swapped in whole;
-/// sessions stay up. Other changes need a restart.
-fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
+/// sessions stay up. Other changes need a restart. A reload right after another waits
+/// (without blocking the runtime) until the rule generation to refill is out of use.
+async fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
     let fresh = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -629,16 +630,23 @@ fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
     if fresh.endpoint != running.endpoint || fresh.groups != running.groups {
         warn!("reload applies routes and authorization rules only; other changes need a restart");
     }
-    match policy::compile_rules(&fresh, &lookup_interface) {
-        Ok(compiled) => match xdp.policy.replace_rules(&compiled) {
-            Ok(()) => info!(
-                routes = compiled.routes.len(),
-                rules = compiled.authorization.len(),
-                "reloaded routes and authorization rules"
-            ),
-            Err(e) => error!("reload failed, the rules in force stay: {e}"),
-        },
-        Err(e) => error!("reload refused, the rules in force stay: {e}"),
+    let compiled = match policy::compile_rules(&fresh, &lookup_interface) {
+        Ok(compiled) => compiled,
+        Err(e) => {
+            error!("reload refused, the rules in force stay: {e}");
+            return;
+        }
+    };
+    while let Some(ready) = xdp.policy.rules_ready_at() {
+        tokio::time::sleep_until(ready.into()).await;
+    }
+    match xdp.policy.replace_rules(&compiled) {
+        Ok(()) => info!(
+            routes = compiled.routes.len(),
+            rules = compiled.authorization.len(),
+            "reloaded routes and authorization rules"
+        ),
+        Err(e) => error!("reload failed, the rules in force stay: {e}"),
     }
 }
 

@@ -6,7 +6,11 @@ mod maps;
 mod nat;
 mod stats;
 
-use std::{net::Ipv4Addr, os::fd::AsRawFd};
+use std::{
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf,
@@ -58,6 +62,13 @@ pub enum XdpError {
         ifindex: u32,
         reason: String,
     },
+    /// The caller's timing: the idle generation of the rules was switched away from
+    /// too recently (`Policy::rules_ready_at` says when it may be refilled).
+    #[error(
+        "rules replaced again too soon: the previous set may still be read by XDP programs \
+         for {wait:?} more; nothing was changed"
+    )]
+    RulesBusy { wait: Duration },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -227,12 +238,37 @@ impl Edge {
 pub struct Policy {
     loaded: Loaded,
     maps: PolicyMaps,
-    /// When `inner` was last switched to another generation of the rules.
-    switched: Option<std::time::Instant>,
+    grace: RulesGrace,
 }
 
 /// How long a replaced rule set stays untouched after the switch away from it.
-const RULES_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+const RULES_GRACE: Duration = Duration::from_millis(50);
+
+/// When the idle generation of the rules may be refilled: a packet that read the
+/// generation number just before a switch may still be using the maps it named, so they
+/// stay untouched for [`RULES_GRACE`] after it (XDP runs take microseconds).
+#[derive(Clone, Copy, Debug, Default)]
+struct RulesGrace {
+    switched: Option<Instant>,
+}
+
+impl RulesGrace {
+    /// The first instant at which the idle generation may be refilled, if later than
+    /// `now`.
+    fn ready_at(&self, now: Instant) -> Option<Instant> {
+        self.switched
+            .map(|at| at + RULES_GRACE)
+            .filter(|ready| *ready > now)
+    }
+
+    /// Refuses a refill before [`RulesGrace::ready_at`].
+    fn check(&self, now: Instant) -> Result<(), XdpError> {
+        match self.ready_at(now) {
+            Some(ready) => Err(XdpError::RulesBusy { wait: ready - now }),
+            None => Ok(()),
+        }
+    }
+}
 
 impl Policy {
     /// Loads the object and verifies `inner` and `target`.
@@ -250,7 +286,7 @@ impl Policy {
         Ok(Self {
             loaded,
             maps,
-            switched: None,
+            grace: RulesGrace::default(),
         })
     }
 
@@ -328,8 +364,10 @@ impl Policy {
 
     /// Puts a whole new set of routes and authorization entries in force at once: fills
     /// the idle generation of the maps, then switches `inner` to it. No packet ever sees
-    /// a mix of the old and new sets. On error (e.g. more entries than the maps hold)
-    /// the rules in force stay as they were.
+    /// a mix of the old and new sets. On error (e.g. more entries than the maps hold, or
+    /// [`XdpError::RulesBusy`] before [`Policy::rules_ready_at`]) the rules in force stay
+    /// as they were. Never blocks: a caller that swaps twice in a row waits for
+    /// `rules_ready_at` itself (`serve` with tokio).
     pub fn replace_rules(&mut self, rules: &CompiledRules) -> Result<(), XdpError> {
         let (routes, authorization) = (&rules.routes, &rules.authorization);
         if routes.len() > MAX_ROUTES as usize || authorization.len() > MAX_AUTHZ_RULES as usize {
@@ -339,20 +377,18 @@ impl Policy {
                 authorization.len()
             )));
         }
-        let active = self.generation()?;
-        let idle = 1 - active;
-        // A packet that read the previous generation just before the last switch may
-        // still be using the idle maps; XDP runs take microseconds, so wait a margin.
-        if let Some(switched) = self.switched {
-            let since = switched.elapsed();
-            if since < RULES_GRACE {
-                std::thread::sleep(RULES_GRACE - since);
-            }
-        }
+        self.grace.check(Instant::now())?;
+        let idle = 1 - self.generation()?;
         self.maps.policy[idle].refill(&rules.policy_entries())?;
         self.maps.generation.set(idle as u32)?;
-        self.switched = Some(std::time::Instant::now());
+        self.grace.switched = Some(Instant::now());
         Ok(())
+    }
+
+    /// When [`Policy::replace_rules`] may be called again, if not yet: until then the
+    /// generation it would refill may still be read by packets in flight.
+    pub fn rules_ready_at(&self) -> Option<Instant> {
+        self.grace.ready_at(Instant::now())
     }
 
     /// Which generation of routes and rules is in force (0 or 1).
@@ -409,4 +445,29 @@ fn check_queue(queue: u32) -> Result<(), XdpError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_is_refilled_only_after_the_grace() {
+        let t0 = Instant::now();
+        let mut grace = RulesGrace::default();
+        assert_eq!(grace.ready_at(t0), None);
+        assert!(grace.check(t0).is_ok());
+        grace.switched = Some(t0);
+        // A second swap in quick succession is refused, saying how long to wait.
+        let soon = t0 + Duration::from_millis(10);
+        assert_eq!(grace.ready_at(soon), Some(t0 + RULES_GRACE));
+        match grace.check(soon) {
+            Err(XdpError::RulesBusy { wait }) => assert_eq!(wait, Duration::from_millis(40)),
+            other => panic!("{other:?}"),
+        }
+        let almost = t0 + RULES_GRACE - Duration::from_nanos(1);
+        assert!(grace.check(almost).is_err());
+        assert_eq!(grace.ready_at(t0 + RULES_GRACE), None);
+        assert!(grace.check(t0 + RULES_GRACE).is_ok());
+    }
 }
