@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Result, bail};
 use gateway::{
-    policy::{Access, AuthorizationRule, compile_authorization, group_set},
+    policy::{Access, AuthorizationRule, CompiledRules, compile_authorization, group_set},
     xdp::Policy,
 };
 use gateway_ebpf_common::{RouteValue, SessionInfo};
@@ -106,7 +106,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<()> {
                 },
             )?;
             let (routes, authz) = rules(n);
-            policy.replace_rules(&routes, &compile_authorization(&authz))?;
+            policy.replace_rules(&CompiledRules::new(routes, compile_authorization(&authz)))?;
             // NAT mappings in place: one per flow.
             for i in 0..nat_flows {
                 let out = xdp::run(policy.inner(), &outbound(i))?;

@@ -1,5 +1,5 @@
 //! The gateway: configuration, control plane, data plane, XDP loader and admin.
-//! Landed so far: configuration, the XDP loader, the authorization-rule compiler and the
+//! Landed so far: configuration, the XDP loader, the policy compiler and the
 //! NAT expiry policy.
 
 pub mod admin;
@@ -8,6 +8,7 @@ pub mod control;
 pub mod dataplane;
 pub mod export;
 pub mod nat;
+pub mod net;
 pub mod pki;
 pub mod policy;
 pub mod serve;

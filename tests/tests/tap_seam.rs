@@ -10,7 +10,7 @@ use std::{
 
 use gateway::{
     dataplane::tap::Tap,
-    policy::{Access, AuthorizationRule, compile_authorization},
+    policy::{Access, AuthorizationRule, CompiledRules, compile_authorization},
     xdp::{AttachMode, Edge, Policy},
 };
 use gateway_ebpf_common::{InnerStat, RouteValue, SessionInfo, TargetStat};
@@ -95,16 +95,16 @@ fn packets_written_to_the_tap_reach_the_target_and_replies_come_back_out_of_it()
         access: Access::AllUsers,
     }];
     policy
-        .replace_rules(
-            &[(
+        .replace_rules(&CompiledRules::new(
+            vec![(
                 "10.10.0.0/24".parse().unwrap(),
                 RouteValue {
                     target_ifindex: eth1,
                     snat_addr: GW_TARGET,
                 },
             )],
-            &compile_authorization(&rules),
-        )
+            compile_authorization(&rules),
+        ))
         .unwrap();
     gw.run_in(|| {
         policy.insert_target_device(eth1).unwrap();

@@ -5,13 +5,16 @@
 //! Every run happens on a thread inside a namespace of the test's own, so the FIB
 //! lookup sees a known routing table (empty unless the test adds to it).
 
-use std::net::Ipv4Addr;
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use gateway::{
     dataplane::xsk::Xsk,
     nat::{NatTimeouts, monotonic_now_ns},
-    policy::{Access, AuthorizationRule, GroupId, compile_authorization, group_set},
-    xdp::Policy,
+    policy::{Access, AuthorizationRule, CompiledRules, GroupId, compile_authorization, group_set},
+    xdp::{Policy, XdpError},
 };
 use gateway_ebpf_common::{
     AuthzValue, FlowKey, InnerStat, MAX_ROUTES, NatIn, RouteValue, SessionInfo, TargetStat,
@@ -55,8 +58,19 @@ fn loaded(nat_capacity: u32) -> Policy {
         };
         policy.insert_session(Ipv4Addr::from(lease), info).unwrap();
     }
-    policy.replace_rules(&routes(&[]), &rules()).unwrap();
     policy
+        .replace_rules(&CompiledRules::new(routes(&[]), rules()))
+        .unwrap();
+    policy
+}
+
+/// Replaces the rules once the generation to refill is out of use, as `serve`'s reload
+/// does (blocking here: the tests are synchronous).
+fn replace_when_ready(policy: &mut Policy, rules: CompiledRules) -> Result<(), XdpError> {
+    if let Some(ready) = policy.rules_ready_at() {
+        std::thread::sleep(ready.saturating_duration_since(Instant::now()));
+    }
+    policy.replace_rules(&rules)
 }
 
 /// Routes to 10.0.0.0/16, 172.16.0.0/24, 10.50.0.0/16 and `extra`, all via one target
@@ -208,9 +222,11 @@ fn authorization_follows_the_most_specific_rule() {
         InnerStat::NoRoute,
     );
     let mut fx = fx;
-    fx.policy
-        .replace_rules(&routes(&["192.168.0.0/16"]), &rules())
-        .unwrap();
+    replace_when_ready(
+        &mut fx.policy,
+        CompiledRules::new(routes(&["192.168.0.0/16"]), rules()),
+    )
+    .unwrap();
     fx.expect_drop(
         "route but no rule",
         &tcp(DEV_LEASE, [192, 168, 1, 1], 40000),
@@ -295,7 +311,11 @@ fn mappings_are_reused_and_ports_kept_unless_taken() {
         rule("10.0.0.0/16", Access::Group(g(DEV))),
         rule("10.0.0.0/16", Access::Group(g(MANAGER))),
     ]);
-    fx.policy.replace_rules(&routes(&[]), &shared).unwrap();
+    replace_when_ready(
+        &mut fx.policy,
+        CompiledRules::new(routes(&[]), shared.clone()),
+    )
+    .unwrap();
     let collided = fx.inner(&tcp(MANAGER_LEASE, HOST, 40000));
     assert_eq!(collided.verdict, Verdict::Pass);
     let port = src_port(&collided.frame);
@@ -584,6 +604,37 @@ fn translated_packets_with_a_known_next_hop_are_redirected() {
     assert_eq!(fx.inner(&dying).verdict, Verdict::Pass);
 }
 
+/// Two swaps in quick succession: the second would refill the generation `inner` read
+/// until the first, so it is refused and changes nothing until the grace has passed.
+#[test]
+fn a_second_swap_within_the_grace_is_refused_and_changes_nothing() {
+    if !privilege::check("a_second_swap_within_the_grace_is_refused_and_changes_nothing") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    let to_host = tcp(MANAGER_LEASE, HOST, 40000);
+    let managers = CompiledRules::new(
+        routes(&[]),
+        compile_authorization(&[rule("10.0.0.0/16", Access::Group(g(MANAGER)))]),
+    );
+    replace_when_ready(&mut fx.policy, CompiledRules::new(routes(&[]), rules())).unwrap();
+    let ready = fx.policy.rules_ready_at().expect("a swap just happened");
+    match fx.policy.replace_rules(&managers) {
+        Err(XdpError::RulesBusy { wait }) => assert!(wait <= Duration::from_millis(50)),
+        other => panic!("second swap at once: {other:?}"),
+    }
+    fx.expect_drop(
+        "rules in force after a refused swap",
+        &to_host,
+        InnerStat::NotAuthorized,
+    );
+    std::thread::sleep(ready.saturating_duration_since(Instant::now()));
+    assert_eq!(fx.policy.rules_ready_at(), None);
+    fx.policy.replace_rules(&managers).unwrap();
+    assert_eq!(fx.inner(&to_host).verdict, Verdict::Pass);
+    assert!(fx.policy.rules_ready_at().is_some());
+}
+
 #[test]
 fn rule_sets_are_replaced_whole_and_a_failed_replace_changes_nothing() {
     if !privilege::check("rule_sets_are_replaced_whole_and_a_failed_replace_changes_nothing") {
@@ -595,7 +646,7 @@ fn rule_sets_are_replaced_whole_and_a_failed_replace_changes_nothing() {
     for round in 0..20 {
         let allowed = round % 2 == 0;
         let set = if allowed { &managers } else { &rules() };
-        fx.policy.replace_rules(&routes(&[]), set).unwrap();
+        replace_when_ready(&mut fx.policy, CompiledRules::new(routes(&[]), set.clone())).unwrap();
         let out = fx.inner(&to_host);
         let want = if allowed {
             Verdict::Pass
@@ -618,7 +669,13 @@ fn rule_sets_are_replaced_whole_and_a_failed_replace_changes_nothing() {
             )
         })
         .collect();
-    assert!(fx.policy.replace_rules(&too_many, &managers).is_err());
+    assert!(
+        replace_when_ready(
+            &mut fx.policy,
+            CompiledRules::new(too_many, managers.clone())
+        )
+        .is_err()
+    );
     fx.expect_drop(
         "rules in force after a failed replace",
         &to_host,
@@ -680,7 +737,11 @@ fn icmp_errors_about_translated_flows_go_back_to_the_client() {
         rule("10.0.0.0/16", Access::Group(g(DEV))),
         rule("10.0.0.0/16", Access::Group(g(MANAGER))),
     ]);
-    fx.policy.replace_rules(&routes(&[]), &shared).unwrap();
+    replace_when_ready(
+        &mut fx.policy,
+        CompiledRules::new(routes(&[]), shared.clone()),
+    )
+    .unwrap();
     // The manager's UDP flow collides with the dev's and gets another port.
     let dev_udp = frame::udp(DEV_LEASE, HOST, 40000, 53, b"query");
     let manager_udp = frame::udp(MANAGER_LEASE, HOST, 40000, 53, b"query");
@@ -885,7 +946,7 @@ fn clients_reach_each_other_only_when_enabled_and_authorized() {
         "10.200.0.0/22",
         Access::AllUsers,
     )]));
-    fx.policy.replace_rules(&routes(&[]), &with_local).unwrap();
+    replace_when_ready(&mut fx.policy, CompiledRules::new(routes(&[]), with_local)).unwrap();
     let before = fx.policy.inner_stats().unwrap();
     // Back to the data plane untranslated: it hands the packet to the other session.
     xdp::assert_untouched(fx.policy.inner(), &to_manager, Verdict::Tx)

@@ -11,7 +11,7 @@ use std::{
 };
 
 use gateway::{
-    policy::{Access, AuthorizationRule, GroupId, compile_authorization, group_set},
+    policy::{Access, AuthorizationRule, CompiledRules, GroupId, compile_authorization, group_set},
     xdp::{AttachMode, Edge, Policy},
 };
 use gateway_ebpf_common::{InnerStat, RouteValue, SessionInfo, TargetStat};
@@ -168,10 +168,10 @@ fn real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing() {
         access: Access::Group(GroupId::new(1).unwrap()),
     }];
     policy
-        .replace_rules(
-            &[("10.10.0.0/24".parse().unwrap(), route)],
-            &compile_authorization(&rules),
-        )
+        .replace_rules(&CompiledRules::new(
+            vec![("10.10.0.0/24".parse().unwrap(), route)],
+            compile_authorization(&rules),
+        ))
         .unwrap();
     // Devmaps resolve ifindexes in the namespace of the thread that updates them.
     gw.run_in(|| {

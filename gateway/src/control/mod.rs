@@ -1,7 +1,6 @@
-//! The control plane: listeners, sessions, authentication, the address pool and the
-//! policy compiler. Landed so far: the address pool, the rule compiler and the TLS
-//! material loader.
+//! The control plane: listeners, sessions, authentication and the address pool. Landed
+//! so far: the address pool and the TLS material loader (the rule compiler is
+//! `crate::policy`).
 
 pub mod pool;
-pub mod rules;
 pub mod tls;

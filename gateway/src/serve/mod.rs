@@ -38,7 +38,7 @@ pub use self::server::{CarryRequest, DataPath, Server};
 use crate::{
     admin::{Request as AdminRequest, Response as AdminResponse},
     config::{AuthDigest, Config, DataplaneMode, Transport},
-    control::{pool::AddressPool, rules, tls},
+    control::{pool::AddressPool, tls},
     dataplane::{
         afxdp::{AfXdp, XskRole},
         carry::{Carried, Peer, Report},
@@ -47,7 +47,8 @@ use crate::{
         worker::{self, Workers},
     },
     nat::{NatTimeouts, monotonic_now_ns},
-    policy::GroupId,
+    net::lookup_interface,
+    policy::{self, GroupId},
     xdp::{AttachMode, Edge, Policy},
 };
 
@@ -337,7 +338,7 @@ pub async fn serve(config_path: &Path, shutdown: impl Future<Output = ()>) -> Re
                     log_counters("counters", &server, &counts.2);
                 }
             },
-            _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp),
+            _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp).await,
             _ = &mut shutdown => {
                 log_counters("shutting down", &server, &plane.workers.totals());
                 server.close_all(Instant::now(), &mut plane);
@@ -539,17 +540,10 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
     )?;
     edge.attach(&config.endpoint.public_interface, AttachMode::Auto)?;
     let mut policy = Policy::load()?;
-    policy.set_client_network(
-        config.endpoint.client_cidr,
-        config.endpoint.client_to_client,
-    )?;
-    let compiled = rules::compile(config, &rules::lookup_interface)?;
-    policy.replace_rules(&compiled.routes, &compiled.authorization)?;
-    for target in &config.targets {
-        let interface = rules::lookup_interface(&target.interface)
-            .map_err(|e| anyhow::anyhow!("target interface {}: {e}", target.interface))?;
-        policy.insert_target_device(interface.ifindex)?;
-        policy.attach_target(&target.interface, AttachMode::Auto)?;
+    let compiled = policy::compile(config, &lookup_interface)?;
+    policy.apply(&compiled)?;
+    for target in &compiled.targets {
+        policy.attach_target(&target.name, AttachMode::Auto)?;
     }
     policy.insert_dataplane_device(tap.ifindex())?;
     policy.attach_inner(tap.name(), AttachMode::Native)?;
@@ -560,9 +554,9 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
 /// every target interface.
 fn afxdp_interfaces(config: &Config, udp: Option<crate::config::Listen>) -> Result<AfXdp> {
     let ifindex = |name: &str| {
-        rules::lookup_interface(name)
+        lookup_interface(name)
             .map(|i| i.ifindex)
-            .map_err(|e| anyhow::anyhow!("interface {name}: {e}"))
+            .map_err(anyhow::Error::from)
     };
     let edge = match udp {
         Some(_) => Some(ifindex(&config.endpoint.public_interface)?),
@@ -626,8 +620,9 @@ fn steer_to_workers(xdp: &mut Xdp, workers: &Workers) -> Result<()> {
 }
 
 /// SIGHUP: routes and authorization rules from the file again, swapped in whole;
-/// sessions stay up. Other changes need a restart.
-fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
+/// sessions stay up. Other changes need a restart. A reload right after another waits
+/// (without blocking the runtime) until the rule generation to refill is out of use.
+async fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
     let fresh = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -638,19 +633,23 @@ fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
     if fresh.endpoint != running.endpoint || fresh.groups != running.groups {
         warn!("reload applies routes and authorization rules only; other changes need a restart");
     }
-    match rules::compile(&fresh, &rules::lookup_interface) {
-        Ok(compiled) => match xdp
-            .policy
-            .replace_rules(&compiled.routes, &compiled.authorization)
-        {
-            Ok(()) => info!(
-                routes = compiled.routes.len(),
-                rules = compiled.authorization.len(),
-                "reloaded routes and authorization rules"
-            ),
-            Err(e) => error!("reload failed, the rules in force stay: {e}"),
-        },
-        Err(e) => error!("reload refused, the rules in force stay: {e}"),
+    let compiled = match policy::compile_rules(&fresh, &lookup_interface) {
+        Ok(compiled) => compiled,
+        Err(e) => {
+            error!("reload refused, the rules in force stay: {e}");
+            return;
+        }
+    };
+    while let Some(ready) = xdp.policy.rules_ready_at() {
+        tokio::time::sleep_until(ready.into()).await;
+    }
+    match xdp.policy.replace_rules(&compiled) {
+        Ok(()) => info!(
+            routes = compiled.routes.len(),
+            rules = compiled.authorization.len(),
+            "reloaded routes and authorization rules"
+        ),
+        Err(e) => error!("reload failed, the rules in force stay: {e}"),
     }
 }
 

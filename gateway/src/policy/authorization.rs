@@ -1,40 +1,13 @@
-//! Compiles authorization rules into the entries of the authorization LPM map, with
-//! AWS Client VPN's semantics: the most specific rule prefix containing a destination
-//! decides alone, and allows all users or the union of the groups its rules name.
+//! Authorization rules as the entries of an authorization LPM table, with AWS Client
+//! VPN's semantics: the most specific rule prefix containing a destination decides
+//! alone, and allows all users or the union of the groups its rules name.
 
 use std::collections::BTreeMap;
 
-use gateway_ebpf_common::{AuthzValue, GroupSet, MAX_GROUPS};
+use gateway_ebpf_common::AuthzValue;
 use ipnet::Ipv4Net;
 
-/// A group number assigned by the control plane (`0..MAX_GROUPS`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupId(u16);
-
-impl GroupId {
-    /// `None` when `n` is at or above [`MAX_GROUPS`].
-    pub fn new(n: u16) -> Option<Self> {
-        (usize::from(n) < MAX_GROUPS).then_some(Self(n))
-    }
-
-    pub fn get(self) -> u16 {
-        self.0
-    }
-}
-
-/// Who an authorization rule admits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    AllUsers,
-    Group(GroupId),
-}
-
-/// An authorization rule: destination network and who may reach it. Rules only grant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AuthorizationRule {
-    pub destination: Ipv4Net,
-    pub access: Access,
-}
+use super::{Access, AuthorizationRule};
 
 /// One LPM map entry per distinct rule network (host bits cleared), with the union of
 /// what the rules on exactly that network allow. Sorted by network, then prefix length.
@@ -71,15 +44,6 @@ pub fn lookup(
         .map(|(_, v)| v)
 }
 
-/// The groups of a session as the bitmap the XDP programs test.
-pub fn group_set(groups: &[GroupId]) -> GroupSet {
-    let mut set = GroupSet::default();
-    for g in groups {
-        set.insert(g.get());
-    }
-    set
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -87,6 +51,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::policy::{GroupId, group_set};
 
     /// The algorithm reconstructed from AWS's documented scenarios, written from the
     /// rules directly (no LPM map): the longest matching prefix decides, no fallback.

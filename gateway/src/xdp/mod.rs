@@ -1,0 +1,473 @@
+//! Loading the XDP programs built from `gateway-ebpf`, attaching them to interfaces,
+//! writing their maps (one typed handle per map, `maps`) and reading their counters
+//! (`stats`). `nat` holds the NAT table's upkeep.
+
+mod maps;
+mod nat;
+mod stats;
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf,
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use gateway_ebpf_common::{
+    EDGE_PROGRAM, EdgeConfig, EdgePeer, INNER_PROGRAM, InnerConfig, MAX_AUTHZ_RULES,
+    MAX_LISTEN_PORTS, MAX_ROUTES, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP,
+    SessionInfo, TARGET_PROGRAM,
+};
+use ipnet::Ipv4Net;
+
+use self::maps::{EdgeMaps, PolicyMaps};
+pub use self::{
+    nat::NatSweep,
+    stats::{Counter, EdgeStats, InnerStats, Stats, TargetStats},
+};
+use crate::policy::{Compiled, CompiledRules};
+
+/// The BPF object holding every XDP program, built by `build.rs` for the BPF target.
+pub static XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-xdp"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("loading the XDP object: {0}")]
+    Object(#[source] Box<aya::EbpfError>),
+    #[error("XDP object has no program named {0}")]
+    MissingProgram(&'static str),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("attaching {name} to interface {interface} in {mode:?} mode: {source}")]
+    Attach {
+        name: &'static str,
+        interface: String,
+        mode: XdpMode,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("XDP configuration: {0}")]
+    Config(String),
+    #[error("adding device {ifindex} to {name}: {reason}")]
+    Device {
+        name: &'static str,
+        ifindex: u32,
+        reason: String,
+    },
+    /// The caller's timing: the idle generation of the rules was switched away from
+    /// too recently (`Policy::rules_ready_at` says when it may be refilled).
+    #[error(
+        "rules replaced again too soon: the previous set may still be read by XDP programs \
+         for {wait:?} more; nothing was changed"
+    )]
+    RulesBusy { wait: Duration },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+/// How to attach: native (driver) mode where the driver supports it, generic (SKB) mode
+/// anywhere, or let the kernel pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    Native,
+    Generic,
+    Auto,
+}
+
+impl From<AttachMode> for XdpMode {
+    fn from(m: AttachMode) -> Self {
+        match m {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+            AttachMode::Auto => XdpMode::Default,
+        }
+    }
+}
+
+/// XDP programs of the object loaded into the kernel together, sharing its maps.
+///
+/// Dropping it detaches the programs from every interface they were attached to.
+struct Loaded {
+    ebpf: Ebpf,
+}
+
+impl Loaded {
+    fn load(names: &[&'static str], max_entries: &[(&str, u32)]) -> Result<Self, XdpError> {
+        let mut loader = aya::EbpfLoader::new();
+        for (map, size) in max_entries {
+            loader.map_max_entries(map, *size);
+        }
+        let mut ebpf = loader
+            .load(XDP_OBJECT)
+            .map_err(|e| XdpError::Object(Box::new(e)))?;
+        for name in names {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| XdpError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    fn program(&self, name: &'static str) -> &Xdp {
+        self.ebpf
+            .program(name)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded in Loaded::load")
+    }
+
+    fn attach(
+        &mut self,
+        name: &'static str,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<XdpLinkId, XdpError> {
+        program_mut(&mut self.ebpf, name)?
+            .attach(interface, mode.into())
+            .map_err(|source| XdpError::Attach {
+                name,
+                interface: interface.to_string(),
+                mode: mode.into(),
+                source: Box::new(source),
+            })
+    }
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, XdpError> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(XdpError::MissingProgram(name))?;
+    program.try_into().map_err(|source| XdpError::Program {
+        name,
+        source: Box::new(source),
+    })
+}
+
+/// The `edge` program (public ENI) with its counters.
+pub struct Edge {
+    loaded: Loaded,
+    maps: EdgeMaps,
+}
+
+impl Edge {
+    /// Loads the object and verifies the `edge` program.
+    pub fn load() -> Result<Self, XdpError> {
+        let mut loaded = Loaded::load(&[EDGE_PROGRAM], &[])?;
+        let maps = EdgeMaps::take(&mut loaded.ebpf)?;
+        Ok(Self { loaded, maps })
+    }
+
+    /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn program(&self) -> &Xdp {
+        self.loaded.program(EDGE_PROGRAM)
+    }
+
+    /// Attaches to `interface` (resolved in the calling thread's network namespace).
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<XdpLinkId, XdpError> {
+        self.loaded.attach(EDGE_PROGRAM, interface, mode)
+    }
+
+    /// Counters summed over all CPUs.
+    pub fn stats(&self) -> Result<EdgeStats, XdpError> {
+        self.maps.stats.read()
+    }
+
+    /// Sets the UDP listen ports (at most [`MAX_LISTEN_PORTS`]) and the per-source
+    /// hard-reset limit (`resets_per_second` 0 = none). Until this is called no port is
+    /// treated as OpenVPN and everything passes.
+    pub fn configure(
+        &mut self,
+        listen_ports: &[u16],
+        resets_per_second: u32,
+        reset_burst: u32,
+    ) -> Result<(), XdpError> {
+        if listen_ports.len() > MAX_LISTEN_PORTS {
+            return Err(XdpError::Config(format!(
+                "{} UDP listen ports given, edge supports at most {MAX_LISTEN_PORTS}",
+                listen_ports.len()
+            )));
+        }
+        let mut config = EdgeConfig {
+            resets_per_second,
+            reset_burst,
+            ..Default::default()
+        };
+        for (slot, port) in config.listen_ports.iter_mut().zip(listen_ports) {
+            *slot = port.to_be_bytes();
+        }
+        self.maps.config.set(config)
+    }
+
+    /// Lets data packets of `peer_id` through.
+    pub fn insert_peer(&mut self, peer_id: u32, lease: Ipv4Addr) -> Result<(), XdpError> {
+        let peer = EdgePeer {
+            lease: lease.octets(),
+        };
+        self.maps.peers.insert(peer_id, peer)
+    }
+
+    /// Steers data packets arriving on rx queue `queue` to the AF_XDP socket `socket`
+    /// (bound to that queue of the interface `edge` is attached to).
+    pub fn insert_xsk(&mut self, queue: u32, socket: &impl AsRawFd) -> Result<(), XdpError> {
+        check_queue(queue)?;
+        self.maps.xsks.set(queue, socket)
+    }
+
+    /// Drops data packets of `peer_id` from now on (a terminated or closed session).
+    pub fn remove_peer(&mut self, peer_id: u32) -> Result<(), XdpError> {
+        self.maps.peers.remove(&peer_id)
+    }
+}
+
+/// The policy programs, `inner` (decrypted client packets) and `target` (target ENIs),
+/// loaded together so that they share the session, route, authorization and NAT maps.
+pub struct Policy {
+    loaded: Loaded,
+    maps: PolicyMaps,
+    grace: RulesGrace,
+}
+
+/// How long a replaced rule set stays untouched after the switch away from it.
+const RULES_GRACE: Duration = Duration::from_millis(50);
+
+/// When the idle generation of the rules may be refilled: a packet that read the
+/// generation number just before a switch may still be using the maps it named, so they
+/// stay untouched for [`RULES_GRACE`] after it (XDP runs take microseconds).
+#[derive(Clone, Copy, Debug, Default)]
+struct RulesGrace {
+    switched: Option<Instant>,
+}
+
+impl RulesGrace {
+    /// The first instant at which the idle generation may be refilled, if later than
+    /// `now`.
+    fn ready_at(&self, now: Instant) -> Option<Instant> {
+        self.switched
+            .map(|at| at + RULES_GRACE)
+            .filter(|ready| *ready > now)
+    }
+
+    /// Refuses a refill before [`RulesGrace::ready_at`].
+    fn check(&self, now: Instant) -> Result<(), XdpError> {
+        match self.ready_at(now) {
+            Some(ready) => Err(XdpError::RulesBusy { wait: ready - now }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Policy {
+    /// Loads the object and verifies `inner` and `target`.
+    pub fn load() -> Result<Self, XdpError> {
+        Self::load_with_nat_capacity(gateway_ebpf_common::MAX_NAT_FLOWS)
+    }
+
+    /// As [`Policy::load`], with room for `flows` NAT mappings in each direction.
+    pub fn load_with_nat_capacity(flows: u32) -> Result<Self, XdpError> {
+        let mut loaded = Loaded::load(
+            &[INNER_PROGRAM, TARGET_PROGRAM],
+            &[(NAT_OUT_MAP, flows), (NAT_IN_MAP, flows)],
+        )?;
+        let maps = PolicyMaps::take(&mut loaded.ebpf)?;
+        Ok(Self {
+            loaded,
+            maps,
+            grace: RulesGrace::default(),
+        })
+    }
+
+    pub fn inner(&self) -> &Xdp {
+        self.loaded.program(INNER_PROGRAM)
+    }
+
+    pub fn target(&self) -> &Xdp {
+        self.loaded.program(TARGET_PROGRAM)
+    }
+
+    /// Attaches `inner` where decrypted client packets enter.
+    pub fn attach_inner(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<XdpLinkId, XdpError> {
+        self.loaded.attach(INNER_PROGRAM, interface, mode)
+    }
+
+    /// Attaches `target` to a target ENI.
+    pub fn attach_target(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<XdpLinkId, XdpError> {
+        self.loaded.attach(TARGET_PROGRAM, interface, mode)
+    }
+
+    pub fn inner_stats(&self) -> Result<InnerStats, XdpError> {
+        self.maps.inner_stats.read()
+    }
+
+    pub fn target_stats(&self) -> Result<TargetStats, XdpError> {
+        self.maps.target_stats.read()
+    }
+
+    /// Tells `inner` the client CIDR and whether clients may reach each other.
+    pub fn set_client_network(
+        &mut self,
+        client_cidr: Ipv4Net,
+        client_to_client: bool,
+    ) -> Result<(), XdpError> {
+        self.maps.config.set(InnerConfig {
+            client_network: client_cidr.network().octets(),
+            client_netmask: client_cidr.netmask().octets(),
+            client_to_client: u32::from(client_to_client),
+        })
+    }
+
+    /// Admits packets from `lease` as coming from this session.
+    pub fn insert_session(&mut self, lease: Ipv4Addr, info: SessionInfo) -> Result<(), XdpError> {
+        self.maps.sessions.insert(lease.octets(), info)
+    }
+
+    /// Ends a session in the data path at once: packets from `lease` are dropped as
+    /// spoofed from now on, and every NAT mapping of the client is removed in both
+    /// directions, so replies to it miss. Returns how many flows were removed.
+    pub fn end_session(&mut self, lease: Ipv4Addr) -> Result<usize, XdpError> {
+        self.maps.sessions.remove_if_present(&lease.octets())?;
+        self.remove_flows_of(lease)
+    }
+
+    /// Writes what the policy compiler made of the configuration: the client network,
+    /// the routes and rules, and every target interface as a redirect device.
+    pub fn apply(&mut self, compiled: &Compiled) -> Result<(), XdpError> {
+        let client = compiled.client_network;
+        self.set_client_network(client.cidr, client.client_to_client)?;
+        self.replace_rules(&compiled.rules)?;
+        for target in &compiled.targets {
+            self.insert_target_device(target.interface.ifindex)?;
+        }
+        Ok(())
+    }
+
+    /// Puts a whole new set of routes and authorization entries in force at once: fills
+    /// the idle generation of the maps, then switches `inner` to it. No packet ever sees
+    /// a mix of the old and new sets. On error (e.g. more entries than the maps hold, or
+    /// [`XdpError::RulesBusy`] before [`Policy::rules_ready_at`]) the rules in force stay
+    /// as they were. Never blocks: a caller that swaps twice in a row waits for
+    /// `rules_ready_at` itself (`serve` with tokio).
+    pub fn replace_rules(&mut self, rules: &CompiledRules) -> Result<(), XdpError> {
+        let (routes, authorization) = (&rules.routes, &rules.authorization);
+        if routes.len() > MAX_ROUTES as usize || authorization.len() > MAX_AUTHZ_RULES as usize {
+            return Err(XdpError::Config(format!(
+                "{} routes and {} rule networks; at most {MAX_ROUTES} and {MAX_AUTHZ_RULES}",
+                routes.len(),
+                authorization.len()
+            )));
+        }
+        self.grace.check(Instant::now())?;
+        let idle = 1 - self.generation()?;
+        self.maps.policy[idle].refill(&rules.policy_entries())?;
+        self.maps.generation.set(idle as u32)?;
+        self.grace.switched = Some(Instant::now());
+        Ok(())
+    }
+
+    /// When [`Policy::replace_rules`] may be called again, if not yet: until then the
+    /// generation it would refill may still be read by packets in flight.
+    pub fn rules_ready_at(&self) -> Option<Instant> {
+        self.grace.ready_at(Instant::now())
+    }
+
+    /// Which generation of routes and rules is in force (0 or 1).
+    fn generation(&self) -> Result<usize, XdpError> {
+        Ok(usize::from(self.maps.generation.get()? == 1))
+    }
+
+    /// Lets `inner` redirect translated packets out of this target ENI. The kernel
+    /// resolves `ifindex` in the calling thread's network namespace.
+    pub fn insert_target_device(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        self.maps.target_devs.insert(ifindex)
+    }
+
+    /// Lets `target` redirect translated replies into this device towards the data
+    /// plane (the TAP in socket mode). The kernel resolves `ifindex` in the calling
+    /// thread's network namespace.
+    pub fn insert_dataplane_device(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        self.maps.dataplane_devs.insert(ifindex)
+    }
+
+    /// Steers translated replies arriving on rx queue `queue` of target interface
+    /// `ifindex` to the AF_XDP socket `socket` (bound to that queue), with the
+    /// session's peer-id in the XDP metadata. At most [`MAX_XSK_TARGETS`] interfaces.
+    pub fn insert_target_xsk(
+        &mut self,
+        ifindex: u32,
+        queue: u32,
+        socket: &impl AsRawFd,
+    ) -> Result<(), XdpError> {
+        check_queue(queue)?;
+        let slots = &mut self.maps.target_xsk_slots;
+        let first = match slots.get(&ifindex)? {
+            Some(first) => first,
+            None => {
+                let taken = slots.count() as u32;
+                if taken >= MAX_XSK_TARGETS {
+                    return Err(XdpError::Config(format!(
+                        "AF_XDP sockets on more than {MAX_XSK_TARGETS} target interfaces"
+                    )));
+                }
+                let first = taken * MAX_XSK_QUEUES;
+                slots.insert(ifindex, first)?;
+                first
+            }
+        };
+        self.maps.target_xsks.set(first + queue, socket)
+    }
+}
+
+fn check_queue(queue: u32) -> Result<(), XdpError> {
+    if queue >= MAX_XSK_QUEUES {
+        return Err(XdpError::Config(format!(
+            "rx queue {queue}: AF_XDP sockets are supported on queues below {MAX_XSK_QUEUES}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_is_refilled_only_after_the_grace() {
+        let t0 = Instant::now();
+        let mut grace = RulesGrace::default();
+        assert_eq!(grace.ready_at(t0), None);
+        assert!(grace.check(t0).is_ok());
+        grace.switched = Some(t0);
+        // A second swap in quick succession is refused, saying how long to wait.
+        let soon = t0 + Duration::from_millis(10);
+        assert_eq!(grace.ready_at(soon), Some(t0 + RULES_GRACE));
+        match grace.check(soon) {
+            Err(XdpError::RulesBusy { wait }) => assert_eq!(wait, Duration::from_millis(40)),
+            other => panic!("{other:?}"),
+        }
+        let almost = t0 + RULES_GRACE - Duration::from_nanos(1);
+        assert!(grace.check(almost).is_err());
+        assert_eq!(grace.ready_at(t0 + RULES_GRACE), None);
+        assert!(grace.check(t0 + RULES_GRACE).is_ok());
+    }
+}
