@@ -179,6 +179,26 @@ pub enum CloseReason {
     Internal(String),
 }
 
+impl std::fmt::Display for CloseReason {
+    /// What happened, for logs and connection lists.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::ClientExit => f.write_str("the client exited"),
+            CloseReason::LocalExit => f.write_str("closed locally"),
+            CloseReason::Timeout => f.write_str("keepalive timeout: no packet within ping-restart"),
+            CloseReason::HandshakeTimeout => {
+                f.write_str("handshake timeout: no key within hand-window")
+            }
+            CloseReason::Tls(e) => write!(f, "TLS failed: {e}"),
+            CloseReason::AuthFailed(e) => write!(f, "authentication failed: {e}"),
+            CloseReason::ServerRestart(m) => write!(f, "server restart: {m}"),
+            CloseReason::ServerHalt(m) => write!(f, "server halt: {m}"),
+            CloseReason::Protocol(e) => write!(f, "protocol violation: {e}"),
+            CloseReason::Internal(e) => write!(f, "internal error: {e}"),
+        }
+    }
+}
+
 /// What a datagram taken by [`Session::handle_datagram`] was. Only
 /// [`Accepted::AuthenticatedData`] may move a server session to the datagram's source
 /// address (float, protocol doc §11): control packets and P_DATA_V1 never do.

@@ -36,7 +36,7 @@ pub enum StartError {
     #[error("expected HARD_RESET_CLIENT_V2 with key_id 0 and msg-id 0, found {0}")]
     NotAReset(Opcode),
     /// Our failure (random source, configuration).
-    #[error("session start failed: {0:?}")]
+    #[error("session start failed: {0}")]
     Internal(CloseReason),
 }
 

@@ -63,7 +63,7 @@ pub enum Command {
 }
 
 /// Workers → control plane.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     /// A datagram that is not a data packet the worker could open (control packets,
     /// P_DATA_V1, unknown peer-ids or key_ids): the control plane handles it.

@@ -16,7 +16,7 @@ use gateway_proto::{
     session::{Event, Renegotiation, Session},
 };
 
-use super::{CarryRequest, DataPath, Server};
+use super::{CarryRequest, Now, Output, Server};
 use crate::{
     config::Config,
     control::tls,
@@ -58,13 +58,14 @@ impl Default for Recorder {
     }
 }
 
-impl DataPath for Recorder {
-    fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
-        self.up.push((lease, peer_id, groups.to_vec()));
-    }
-    fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32) {
-        self.down.push((lease, peer_id));
-    }
+/// A datagram the server sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+impl Recorder {
     fn carry(&mut self, peer_id: u32, carried: Option<CarryRequest>) {
         let command = match &carried {
             Some(request) => {
@@ -93,6 +94,10 @@ impl DataPath for Recorder {
 pub struct Harness {
     pub server: Server,
     pub pki: Pki,
+    /// Datagrams the server sent, in order.
+    pub outbox: Vec<Datagram>,
+    /// Tunnel packets the server opened itself, for the seam.
+    pub to_tap: Vec<Vec<u8>>,
     dir: std::path::PathBuf,
     pub xdp: Recorder,
 }
@@ -174,6 +179,8 @@ eng = ["alice", "bob"]
             server,
             pki,
             dir,
+            outbox: Vec::new(),
+            to_tap: Vec::new(),
             xdp: Recorder::default(),
         }
     }
@@ -186,26 +193,72 @@ eng = ["alice", "bob"]
         Session::client(Arc::new(config), Instant::now(), unix()).unwrap()
     }
 
+    /// Carries out what the server returned, as the serving loop does: XDP and
+    /// data-plane changes into the recorder (and its worker core), datagrams into
+    /// `outbox`, seam packets into `to_tap`.
+    pub fn drain(&mut self) {
+        while let Some(output) = self.server.poll_output() {
+            match output {
+                Output::SessionUp {
+                    lease,
+                    peer_id,
+                    groups,
+                } => self.xdp.up.push((lease, peer_id, groups)),
+                Output::SessionDown { lease, peer_id } => self.xdp.down.push((lease, peer_id)),
+                Output::Carry { peer_id, request } => self.xdp.carry(peer_id, request),
+                Output::Transmit { to, bytes } => self.outbox.push(Datagram { to, bytes }),
+                Output::ToSeam(packet) => self.to_tap.push(packet),
+            }
+        }
+    }
+
+    /// A datagram from `from` at `at`, handled and drained.
+    pub fn datagram(&mut self, at: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.server.handle_datagram(Now::at(at), from, bytes);
+        self.drain();
+    }
+
+    /// The server's timers at `at`, run and drained.
+    pub fn timeout(&mut self, at: Instant) {
+        self.server.handle_timeout(Now::at(at));
+        self.drain();
+    }
+
+    /// The data plane saw `peer_id` float to `to`.
+    pub fn floated(&mut self, peer_id: u32, to: SocketAddr) {
+        self.server.floated(Now::system(), peer_id, to);
+        self.drain();
+    }
+
+    /// The data plane saw `peer_id`'s OCC_EXIT.
+    pub fn peer_exited(&mut self, peer_id: u32) {
+        self.server.peer_exited(Now::system(), peer_id);
+        self.drain();
+    }
+
+    /// Shutdown: every session told and released.
+    pub fn close_all(&mut self) {
+        self.server.close_all(Now::system());
+        self.drain();
+    }
+
+    /// An administrator's terminate.
+    pub fn terminate(
+        &mut self,
+        selector: &crate::admin::Selector,
+    ) -> Result<Vec<crate::admin::TerminateStatus>, super::TerminateError> {
+        let result = self.server.terminate(Now::system(), selector);
+        self.drain();
+        result
+    }
+
     /// Hands what the worker core reported to the server, as the serving loop does;
     /// returns the reports.
     pub fn deliver_reports(&mut self) -> Vec<Report> {
         let reports: Vec<Report> = self.xdp.carrier.drain_reports().collect();
-        let now = Instant::now();
         for report in &reports {
-            let dp = &mut self.xdp;
-            match report {
-                Report::Datagram { from, bytes } => {
-                    self.server.handle_datagram(now, *from, bytes, dp)
-                }
-                Report::Floated { peer_id, to } => self.server.floated(now, *peer_id, *to, dp),
-                Report::Exited { peer_id } => self.server.peer_exited(now, *peer_id, dp),
-                Report::KeyUsed { peer_id, key_id } => {
-                    self.server.key_used(now, *peer_id, *key_id, dp)
-                }
-                Report::RenegotiationDue { peer_id } => {
-                    self.server.renegotiation_due(now, *peer_id, dp)
-                }
-            }
+            self.server.handle_report(Now::system(), report.clone());
+            self.drain();
         }
         reports
     }
@@ -218,11 +271,10 @@ eng = ["alice", "bob"]
             let now = Instant::now();
             let mut moved = false;
             while let Some(t) = client.poll_transmit(now) {
-                self.server
-                    .handle_datagram(now, addr, &t.contents, &mut self.xdp);
+                self.datagram(now, addr, &t.contents);
                 moved = true;
             }
-            for d in std::mem::take(&mut self.server.outbox) {
+            for d in std::mem::take(&mut self.outbox) {
                 if d.to == addr {
                     let _ = client.handle_datagram(now, &d.bytes);
                     moved = true;

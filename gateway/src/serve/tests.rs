@@ -4,7 +4,10 @@ use std::{net::Ipv4Addr, time::Instant};
 
 use gateway_proto::session::{Event, Renegotiation};
 
-use super::testing::{Harness, addr, established, ip_udp};
+use super::{
+    Now,
+    testing::{Harness, addr, established, ip_udp},
+};
 use crate::{
     dataplane::carry::{Inbound, Report},
     policy::GroupId,
@@ -25,7 +28,7 @@ fn a_client_is_leased_admitted_in_xdp_and_carries_data_both_ways() {
     let out = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"hello");
     alice.send_data(Instant::now(), &out).unwrap();
     h.pump(&mut alice, addr(2));
-    assert_eq!(std::mem::take(&mut h.server.to_tap), [out]);
+    assert_eq!(std::mem::take(&mut h.to_tap), [out]);
 
     // TAP → client: the data plane seals with the keys it was handed, for the lease.
     let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"world");
@@ -68,19 +71,18 @@ fn the_data_plane_is_handed_the_session_keys_and_shares_packet_ids_and_replay_wi
         .open(&mut buf, Instant::now())
         .expect("the data plane opens alice's packet");
     assert_eq!(&buf[opened.plaintext], &out[..]);
-    let dropped = h.server.dropped;
-    h.server
-        .handle_datagram(Instant::now(), addr(2), &wire, &mut h.xdp);
-    assert!(h.server.to_tap.is_empty(), "a replayed packet went through");
-    assert_eq!(h.server.dropped, dropped + 1);
+    let dropped = h.server.dropped();
+    h.datagram(Instant::now(), addr(2), &wire);
+    assert!(h.to_tap.is_empty(), "a replayed packet went through");
+    assert_eq!(h.server.dropped(), dropped + 1);
 
     // The server's own sends (a keepalive ping) and the data plane's draw packet-ids from
     // one counter: alice accepts both, in either order.
     let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"both");
     let (_, from_worker) = h.xdp.worker_seal(&back).unwrap();
     let later = Instant::now() + std::time::Duration::from_secs(11);
-    h.server.handle_timeout(later, &mut h.xdp);
-    let ping = h.server.outbox.pop().expect("a keepalive ping").bytes;
+    h.timeout(later);
+    let ping = h.outbox.pop().expect("a keepalive ping").bytes;
     alice.handle_datagram(later, &ping).unwrap();
     alice.handle_datagram(later, &from_worker).unwrap();
 
@@ -151,12 +153,12 @@ fn packets_with_another_source_than_the_lease_are_dropped() {
     );
     alice.send_data(Instant::now(), &spoofed).unwrap();
     h.pump(&mut alice, addr(2));
-    assert!(h.server.to_tap.is_empty());
-    assert_eq!(h.server.spoofed, 1);
+    assert!(h.to_tap.is_empty());
+    assert_eq!(h.server.spoofed(), 1);
     let honest = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"y");
     alice.send_data(Instant::now(), &honest).unwrap();
     h.pump(&mut alice, addr(2));
-    assert_eq!(h.server.to_tap.len(), 1);
+    assert_eq!(h.to_tap.len(), 1);
 }
 
 #[test]
@@ -198,10 +200,10 @@ fn shutdown_closes_every_session_and_clears_xdp() {
     let mut bob = h.client("bob");
     established(&h.pump(&mut alice, addr(2))).unwrap();
     established(&h.pump(&mut bob, addr(3))).unwrap();
-    h.server.close_all(Instant::now(), &mut h.xdp);
+    h.close_all();
     // Each client is told to reconnect.
     for (client, at) in [(&mut alice, addr(2)), (&mut bob, addr(3))] {
-        for d in h.server.outbox.iter().filter(|d| d.to == at) {
+        for d in h.outbox.iter().filter(|d| d.to == at) {
             let _ = client.handle_datagram(Instant::now(), &d.bytes);
         }
         let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
@@ -223,8 +225,7 @@ fn a_session_floats_only_on_an_authenticated_data_packet() {
     // Garbage with alice's peer-id from elsewhere does not move her.
     let mut forged = vec![0x48, 0, 0, 0, 0, 0, 0, 9];
     forged.extend_from_slice(&[0xab; 40]);
-    h.server
-        .handle_datagram(Instant::now(), addr(9), &forged, &mut h.xdp);
+    h.datagram(Instant::now(), addr(9), &forged);
     let probe = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"where are you");
     let (to, _) = h.xdp.worker_seal(&probe).unwrap();
     assert_eq!(to, addr(2), "a forged packet moved alice");
@@ -232,7 +233,7 @@ fn a_session_floats_only_on_an_authenticated_data_packet() {
     alice.send_data(Instant::now(), &ping).unwrap();
     h.pump(&mut alice, addr(2));
     assert_eq!(
-        std::mem::take(&mut h.server.to_tap).len(),
+        std::mem::take(&mut h.to_tap).len(),
         1,
         "the forged packet moved alice"
     );
@@ -241,7 +242,7 @@ fn a_session_floats_only_on_an_authenticated_data_packet() {
     let moved = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"from a new port");
     alice.send_data(Instant::now(), &moved).unwrap();
     h.pump(&mut alice, addr(9));
-    assert_eq!(std::mem::take(&mut h.server.to_tap), [moved]);
+    assert_eq!(std::mem::take(&mut h.to_tap), [moved]);
     let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"reply");
     let (to, datagram) = h.xdp.worker_seal(&back).unwrap();
     assert_eq!(to, addr(9), "replies go to the new address");
@@ -250,8 +251,7 @@ fn a_session_floats_only_on_an_authenticated_data_packet() {
 
     // A float the data plane saw is applied the same way.
     let peer_id = h.xdp.up[0].1;
-    h.server
-        .floated(Instant::now(), peer_id, addr(11), &mut h.xdp);
+    h.floated(peer_id, addr(11));
     assert_eq!(h.xdp.carried(peer_id).unwrap().addr, addr(11));
     let (to, _) = h.xdp.worker_seal(&back).unwrap();
     assert_eq!(to, addr(11));
@@ -268,12 +268,12 @@ fn data_plane_reports_keep_a_busy_session_alive_and_end_it_on_exit() {
     for step in 1..=30u64 {
         let now = start + std::time::Duration::from_secs(5 * step);
         h.xdp.carried(peer_id).unwrap().activity.received(now);
-        h.server.handle_timeout(now, &mut h.xdp);
-        h.server.outbox.clear();
+        h.timeout(now);
+        h.outbox.clear();
     }
     assert_eq!(h.server.sessions(), 1, "a busy session timed out");
     // Her OCC_EXIT, seen by the data plane, ends the session and returns the lease.
-    h.server.peer_exited(Instant::now(), peer_id, &mut h.xdp);
+    h.peer_exited(peer_id);
     assert_eq!(h.server.sessions(), 0);
     assert_eq!(h.xdp.down, [(lease, peer_id)]);
     assert!(matches!(h.xdp.carried.last(), Some((id, None)) if *id == peer_id));
@@ -300,16 +300,15 @@ fn garbage_is_dropped_and_counted_and_the_session_keeps_working() {
         } else {
             addr(100 + (i % 50) as u8)
         };
-        h.server
-            .handle_datagram(Instant::now(), from, &p, &mut h.xdp);
+        h.datagram(Instant::now(), from, &p);
     }
-    assert!(h.server.dropped >= 400, "dropped {}", h.server.dropped);
+    assert!(h.server.dropped() >= 400, "dropped {}", h.server.dropped());
     assert_eq!(h.server.sessions(), 1, "garbage created or ended sessions");
-    h.server.outbox.clear();
+    h.outbox.clear();
     let out = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"after the storm");
     alice.send_data(Instant::now(), &out).unwrap();
     h.pump(&mut alice, addr(2));
-    assert_eq!(std::mem::take(&mut h.server.to_tap), [out]);
+    assert_eq!(std::mem::take(&mut h.to_tap), [out]);
 }
 
 #[test]
@@ -335,8 +334,8 @@ fn a_silent_client_is_removed_after_ping_restart_and_its_lease_returns() {
     let mut now = Instant::now();
     for _ in 0..40 {
         now += std::time::Duration::from_secs(5);
-        h.server.handle_timeout(now, &mut h.xdp);
-        h.server.outbox.clear();
+        h.timeout(now);
+        h.outbox.clear();
         if h.server.sessions() == 0 {
             break;
         }
@@ -352,7 +351,7 @@ fn a_silent_client_is_removed_after_ping_restart_and_its_lease_returns() {
     let mut bob = h.client("bob");
     established(&h.pump(&mut bob, addr(3))).unwrap();
     let later = Instant::now() + std::time::Duration::from_secs(60);
-    h.server.handle_timeout(later, &mut h.xdp);
+    h.timeout(later);
     assert_eq!(h.server.sessions(), 1);
 }
 
@@ -373,7 +372,7 @@ fn connections_are_listed_and_terminate_halts_the_client_and_releases_everything
     let mut bob = h.client("bob");
     let a = established(&h.pump(&mut alice, addr(2))).unwrap();
     established(&h.pump(&mut bob, addr(3))).unwrap();
-    let listed = h.server.connections(Instant::now());
+    let listed = h.server.connections(Now::system());
     assert_eq!(listed.len(), 2);
     assert_ne!(listed[0].connection_id, listed[1].connection_id);
     assert!(listed.iter().all(|c| c.status == "active"));
@@ -385,22 +384,10 @@ fn connections_are_listed_and_terminate_halts_the_client_and_releases_everything
         .clone();
 
     assert!(
-        h.server
-            .terminate(
-                Instant::now(),
-                &Selector::ConnectionId("cvpn-connection-nope".into()),
-                &mut h.xdp
-            )
+        h.terminate(&Selector::ConnectionId("cvpn-connection-nope".into()))
             .is_err()
     );
-    let statuses = h
-        .server
-        .terminate(
-            Instant::now(),
-            &Selector::Username("alice".into()),
-            &mut h.xdp,
-        )
-        .unwrap();
+    let statuses = h.terminate(&Selector::Username("alice".into())).unwrap();
     assert_eq!(statuses.len(), 1);
     assert_eq!(statuses[0].connection_id, alice_id);
     assert_eq!(
@@ -419,23 +406,21 @@ fn connections_are_listed_and_terminate_halts_the_client_and_releases_everything
         "{events:?}"
     );
     // After the linger the session is gone, its lease free, and it is listed as ended.
-    h.server.handle_timeout(
-        Instant::now() + std::time::Duration::from_secs(10),
-        &mut h.xdp,
-    );
+    let ended_at = Instant::now() + std::time::Duration::from_secs(10);
+    h.timeout(ended_at);
     assert_eq!(h.server.sessions(), 1);
     assert_eq!(h.xdp.down.len(), 1);
     assert_eq!(h.server.pool().leased(), 1);
-    let listed = h.server.connections(Instant::now());
+    let listed = h.server.connections(Now::system());
     let ended = listed.iter().find(|c| c.connection_id == alice_id).unwrap();
     assert_eq!(ended.status, "terminated");
     assert_eq!(ended.status_message, "terminated by the administrator");
     assert!(ended.connection_end_time.is_some());
     // Ended connections are listed for 60 minutes.
-    let later = Instant::now() + std::time::Duration::from_secs(3601);
+    let later = ended_at + std::time::Duration::from_secs(3601);
     assert!(
         h.server
-            .connections(later)
+            .connections(Now::at(later))
             .iter()
             .all(|c| c.connection_id != alice_id)
     );
@@ -453,7 +438,7 @@ fn the_session_timeout_halts_or_restarts_the_client_as_configured() {
         // A busy day: the data plane keeps hearing from bob until the 24-hour limit.
         let day = Instant::now() + std::time::Duration::from_secs(24 * 3600);
         h.xdp.carried(peer).unwrap().activity.received(day);
-        h.server.handle_timeout(day, &mut h.xdp);
+        h.timeout(day);
         let events = h.pump(&mut bob, addr(3));
         let told = match closed(&events) {
             Some(CloseReason::ServerHalt(m)) => ("halt", m),

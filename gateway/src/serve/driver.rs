@@ -1,0 +1,335 @@
+//! The driver: one tokio task that feeds the control plane ([`Server`]) everything that
+//! happens — worker reports, TCP stream events, timer expiries, admin requests, SIGHUP,
+//! the NAT sweep, shutdown — with the time, and carries out the [`Output`]s it returns:
+//! XDP map writes, hand-overs to the workers, datagrams and seam packets.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use tracing::{error, info, warn};
+
+use super::{
+    Now, Output, Server, TAP_PEER_MAC,
+    server::session_info,
+    setup::Running,
+    tcp::{StreamEvent, accept_streams},
+};
+use crate::{
+    admin::{Request as AdminRequest, Response as AdminResponse},
+    config::Config,
+    dataplane::{
+        carry::{Carried, Peer},
+        counters::{Counter, Totals},
+        tap::Tap,
+        worker::Workers,
+    },
+    nat::{NatTimeouts, monotonic_now_ns},
+    net::lookup_interface,
+    policy::{self, GroupId},
+    xdp::{Edge, Policy},
+};
+
+/// How often idle NAT mappings are swept.
+const NAT_SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// The XDP programs, kept in step with the sessions.
+pub struct Xdp {
+    pub edge: Edge,
+    pub policy: Policy,
+}
+
+impl Xdp {
+    pub fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
+        if let Err(e) = self
+            .policy
+            .insert_session(lease, session_info(peer_id, groups))
+        {
+            error!(%lease, peer_id, "admitting the session in XDP: {e}");
+        }
+        if let Err(e) = self.edge.insert_peer(peer_id, lease) {
+            error!(%lease, peer_id, "admitting the peer-id in XDP: {e}");
+        }
+    }
+
+    pub fn session_down(&mut self, lease: Ipv4Addr, peer_id: u32) {
+        if let Err(e) = self.policy.end_session(lease) {
+            error!(%lease, peer_id, "ending the session in XDP: {e}");
+        }
+        if let Err(e) = self.edge.remove_peer(peer_id) {
+            warn!(peer_id, "removing the peer-id from XDP: {e}");
+        }
+    }
+}
+
+/// What the control plane keeps in step with its sessions: the XDP maps, the workers,
+/// the TCP connections and the seam.
+struct Plane {
+    xdp: Xdp,
+    workers: Workers,
+    tap: std::sync::Arc<Tap>,
+    /// Writers of the TCP connections, by client address.
+    tcp_writers: HashMap<SocketAddr, tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+impl Plane {
+    /// Carries out everything the server has to say.
+    fn apply_all(&mut self, server: &mut Server) {
+        while let Some(output) = server.poll_output() {
+            self.apply(output);
+        }
+    }
+
+    fn apply(&mut self, output: Output) {
+        match output {
+            Output::SessionUp {
+                lease,
+                peer_id,
+                groups,
+            } => self.xdp.session_up(lease, peer_id, &groups),
+            Output::SessionDown { lease, peer_id } => self.xdp.session_down(lease, peer_id),
+            Output::Carry {
+                peer_id,
+                request: None,
+            } => self.workers.forget(peer_id),
+            Output::Carry {
+                peer_id,
+                request: Some(request),
+            } => {
+                let peer = if request.udp {
+                    Peer::Udp(request.addr)
+                } else if let Some(writer) = self.tcp_writers.get(&request.addr) {
+                    Peer::Stream(writer.clone())
+                } else {
+                    // The connection is already gone; its close event ends the session.
+                    return;
+                };
+                self.workers.carry(Carried {
+                    peer_id,
+                    lease: request.lease,
+                    peer,
+                    data: request.data,
+                    activity: request.activity,
+                });
+            }
+            Output::Transmit { to, bytes } => {
+                if let Some(writer) = self.tcp_writers.get(&to) {
+                    let _ = writer.send(bytes);
+                } else if let Some(socket) = self.workers.control_socket() {
+                    // Non-blocking: a full socket buffer drops the datagram; the
+                    // reliability layer resends control packets.
+                    if let Err(e) = socket.send_to(&bytes, to) {
+                        warn!(%to, "sending: {e}");
+                    }
+                }
+            }
+            Output::ToSeam(packet) => {
+                let mut frame = Vec::with_capacity(14 + packet.len());
+                frame.extend_from_slice(&self.tap.mac());
+                frame.extend_from_slice(&TAP_PEER_MAC);
+                frame.extend_from_slice(&[0x08, 0x00]);
+                frame.extend_from_slice(&packet);
+                if let Err(e) = self.tap.write_frame(0, &frame) {
+                    warn!("writing to the TAP: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Runs the control plane until `shutdown` completes; then closes every session.
+pub(super) async fn run(
+    config_path: &Path,
+    running: Running,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let Running {
+        config,
+        mut server,
+        xdp,
+        workers,
+        tap,
+        mut reports,
+        udp,
+        tcp,
+    } = running;
+    let admin = crate::admin::bind(&config.admin.socket)?;
+    let (admin_tx, mut admin_requests) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(crate::admin::serve(admin, admin_tx));
+    let (stream_tx, mut streams) = tokio::sync::mpsc::channel::<StreamEvent>(1024);
+    if let Some(tcp) = tcp {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], tcp.port)))
+            .await
+            .with_context(|| format!("binding {tcp}"))?;
+        tokio::spawn(accept_streams(listener, stream_tx));
+    }
+    let mut plane = Plane {
+        xdp,
+        workers,
+        tap,
+        tcp_writers: HashMap::new(),
+    };
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut sweep = tokio::time::interval(NAT_SWEEP_EVERY);
+    let listen: Vec<String> = udp
+        .iter()
+        .chain(tcp.iter())
+        .map(ToString::to_string)
+        .collect();
+    info!(
+        endpoint = %config.endpoint.name,
+        listen = %listen.join(" "),
+        client_cidr = %config.endpoint.client_cidr,
+        workers = plane.workers.count(),
+        "serving"
+    );
+    tokio::pin!(shutdown);
+    // Dropped datagrams, spoofed packets and the workers' counters, logged with the
+    // sweep when they changed.
+    let mut logged = (0u64, 0u64, Totals::default());
+    loop {
+        let deadline = server
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            Some(report) = reports.recv() => server.handle_report(Now::system(), report),
+            Some(event) = streams.recv() => match event {
+                StreamEvent::Opened(from, writer) => {
+                    plane.tcp_writers.insert(from, writer);
+                }
+                StreamEvent::Packet(from, packet) => {
+                    server.handle_stream_packet(Now::system(), from, &packet);
+                }
+                StreamEvent::Closed(from) => {
+                    server.stream_closed(Now::system(), from);
+                    plane.apply_all(&mut server);
+                    plane.tcp_writers.remove(&from);
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => server.handle_timeout(Now::system()),
+            Some((request, reply)) = admin_requests.recv() => {
+                let now = Now::system();
+                let response = match request {
+                    AdminRequest::Connections => AdminResponse::Connections {
+                        connections: server.connections(now),
+                    },
+                    AdminRequest::Terminate(selector) => match server.terminate(now, &selector) {
+                        Ok(statuses) => AdminResponse::Terminated { statuses },
+                        Err(e) => AdminResponse::Error { message: e.to_string() },
+                    },
+                    AdminRequest::Dataplane => AdminResponse::Dataplane(dataplane_status(&plane.workers)),
+                };
+                let _ = reply.send(response);
+            },
+            _ = sweep.tick() => {
+                match plane.xdp.policy.sweep_nat(monotonic_now_ns(), &NatTimeouts::default()) {
+                    Ok(s) if s.expired + s.orphans > 0 => info!(expired = s.expired, orphans = s.orphans, kept = s.kept, "NAT sweep"),
+                    Ok(_) => {}
+                    Err(e) => warn!("NAT sweep: {e}"),
+                }
+                let counts = (server.dropped(), server.spoofed(), plane.workers.totals());
+                if counts != logged {
+                    logged = counts;
+                    log_counters("counters", &server, &counts.2);
+                }
+            },
+            _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp).await,
+            _ = &mut shutdown => {
+                log_counters("shutting down", &server, &plane.workers.totals());
+                server.close_all(Now::system());
+                plane.apply_all(&mut server);
+                plane.workers.stop();
+                let _ = std::fs::remove_file(&config.admin.socket);
+                return Ok(());
+            }
+        }
+        plane.apply_all(&mut server);
+    }
+}
+
+/// One log line with the control plane's and the workers' counters.
+fn log_counters(message: &str, server: &Server, w: &Totals) {
+    let workers: Vec<String> = w
+        .iter()
+        .map(|(counter, n)| match counter {
+            // The control plane drops spoofed packets too (TCP sessions, data that raced
+            // a key hand-over).
+            Counter::Spoofed => format!("{}={}", counter.name(), n + server.spoofed()),
+            _ => format!("{}={n}", counter.name()),
+        })
+        .collect();
+    info!(
+        sessions = server.sessions(),
+        dropped = server.dropped(),
+        workers = %workers.join(" "),
+        "{message}"
+    );
+}
+
+/// What `gateway dataplane` shows.
+fn dataplane_status(workers: &Workers) -> crate::admin::DataplaneStatus {
+    let af_xdp_sockets: Vec<_> = workers
+        .xsks()
+        .iter()
+        .map(|b| crate::admin::XskSocket {
+            role: b.role.name().to_string(),
+            ifindex: b.ifindex,
+            queue: b.queue,
+            worker: b.worker,
+        })
+        .collect();
+    crate::admin::DataplaneStatus {
+        mode: mode_name(workers).to_string(),
+        workers: workers.count(),
+        af_xdp_sockets,
+        counters: workers.totals(),
+    }
+}
+
+pub(super) fn mode_name(workers: &Workers) -> &'static str {
+    if workers.xsks().is_empty() {
+        "sockets"
+    } else {
+        "afxdp"
+    }
+}
+
+/// SIGHUP: routes and authorization rules from the file again, swapped in whole;
+/// sessions stay up. Other changes need a restart. A reload right after another waits
+/// (without blocking the runtime) until the rule generation to refill is out of use.
+async fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
+    let fresh = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("reload refused, the rules in force stay: {e}");
+            return;
+        }
+    };
+    if fresh.endpoint != running.endpoint || fresh.groups != running.groups {
+        warn!("reload applies routes and authorization rules only; other changes need a restart");
+    }
+    let compiled = match policy::compile_rules(&fresh, &lookup_interface) {
+        Ok(compiled) => compiled,
+        Err(e) => {
+            error!("reload refused, the rules in force stay: {e}");
+            return;
+        }
+    };
+    while let Some(ready) = xdp.policy.rules_ready_at() {
+        tokio::time::sleep_until(ready.into()).await;
+    }
+    match xdp.policy.replace_rules(&compiled) {
+        Ok(()) => info!(
+            routes = compiled.routes.len(),
+            rules = compiled.authorization.len(),
+            "reloaded routes and authorization rules"
+        ),
+        Err(e) => error!("reload failed, the rules in force stay: {e}"),
+    }
+}

@@ -1,0 +1,163 @@
+//! Admission: who an authenticated client is (its identity and groups), what it gets (a
+//! lease from the client CIDR and its push: routes, DNS, keepalive, banner), or why it
+//! is refused. Directory and SSO authentication plug in here as an asynchronous step
+//! between the session's `AuthRequest` and [`Server::admit`].
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use gateway_ebpf_common::SessionInfo;
+use gateway_proto::{
+    key_method::Directive,
+    push::{AuthFailure, KeepaliveSettings, PushPolicy, Route, RouteGateway, TunnelMode},
+    session::AuthRequest,
+};
+use tracing::warn;
+
+use super::{Now, Server};
+use crate::policy::{GroupId, group_set};
+
+impl Server {
+    /// A session's client proved its certificate and sent its key-method 2 message:
+    /// settle its identity and groups, then admit it.
+    pub(super) fn authenticate(&mut self, now: Now, peer_id: u32, request: &AuthRequest) {
+        let cn = request.identity.common_name.clone().unwrap_or_default();
+        let groups = self.groups_of(&cn, request.identity.certificate.as_deref());
+        self.admit(now, peer_id, cn, groups);
+    }
+
+    /// The groups of a client: `[groups]` by common name, and the certificate's OUs
+    /// when `tls.groups_from_certificate_ou` is on (OUs no rule names are ignored).
+    fn groups_of(&self, common_name: &str, certificate: Option<&[u8]>) -> Vec<GroupId> {
+        let mut groups = self.config.groups.of_common_name(common_name).to_vec();
+        if self.config.tls.groups_from_certificate_ou
+            && let Some(der) = certificate
+        {
+            for ou in crate::pki::organizational_units(der) {
+                if let Some(id) = self.config.groups.id(&ou)
+                    && !groups.contains(&id)
+                {
+                    groups.push(id);
+                }
+            }
+        }
+        groups
+    }
+
+    /// Admits an authenticated client: a lease and its push, or AUTH_FAILED.
+    fn admit(&mut self, now: Now, peer_id: u32, common_name: String, groups: Vec<GroupId>) {
+        let lease = self.pool.lease();
+        let Some(client) = self.clients.get_mut(&peer_id) else {
+            return;
+        };
+        client.common_name = common_name;
+        client.groups = groups;
+        match lease {
+            Ok(lease) => {
+                client.lease = Some(lease);
+                self.by_lease.insert(lease, peer_id);
+                let policy = self.push_policy(lease);
+                let Some(client) = self.clients.get_mut(&peer_id) else {
+                    return;
+                };
+                if let Err(e) = client.session.accept(now.at, policy) {
+                    warn!(peer_id, "accept: {e}");
+                }
+            }
+            Err(e) => {
+                warn!(peer_id, cn = %client.common_name, "refused: {e}");
+                let _ = client.session.reject(
+                    now.at,
+                    AuthFailure::Plain {
+                        reason: Some("no free address in the client CIDR".into()),
+                    },
+                );
+            }
+        }
+    }
+
+    fn push_policy(&self, lease: Ipv4Addr) -> PushPolicy {
+        let e = &self.config.endpoint;
+        let tunnel = if e.split_tunnel {
+            TunnelMode::Split {
+                routes: self
+                    .config
+                    .routes
+                    .iter()
+                    .map(|r| Route {
+                        network: r.destination.network(),
+                        netmask: r.destination.netmask(),
+                        gateway: RouteGateway::Default,
+                        metric: None,
+                    })
+                    .collect(),
+                routes_ipv6: Vec::new(),
+            }
+        } else {
+            TunnelMode::Full {
+                bypass_dhcp: true,
+                ipv6: false,
+            }
+        };
+        PushPolicy {
+            address: lease,
+            netmask: self.pool.netmask(),
+            gateway: self.pool.gateway_addr(),
+            ipv6: None,
+            tunnel,
+            dns_servers: e.dns_servers.iter().copied().map(IpAddr::V4).collect(),
+            search_domains: Vec::new(),
+            block_outside_dns: false,
+            keepalive: Some(KeepaliveSettings {
+                ping: e.keepalive_interval,
+                ping_restart: e.keepalive_timeout,
+            }),
+            tun_mtu: None,
+            features: Default::default(),
+            auth_token: None,
+            extra: e
+                .login_banner
+                .as_deref()
+                .map(|text| banner(&e.name, text))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The login banner as `echo` options: `msg` lines, then `msg-window` with the endpoint
+/// name as its title (OpenVPN GUI shows the lines in a window; the 2.6 command-line
+/// client logs every `echo` line). `%`, `,` and control characters are percent-encoded,
+/// since a push message cannot carry commas.
+pub fn banner(endpoint: &str, text: &str) -> Vec<Directive> {
+    fn encode(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            match c {
+                '%' | ',' => out.push_str(&format!("%{:02X}", c as u32)),
+                c if c.is_control() => {
+                    let mut bytes = [0u8; 4];
+                    for b in c.encode_utf8(&mut bytes).bytes() {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let echo = |kind: &str, text: &str| Directive {
+        name: "echo".into(),
+        args: vec![kind.into(), encode(text)],
+    };
+    let mut lines: Vec<Directive> = text.lines().map(|line| echo("msg", line)).collect();
+    lines.push(echo("msg-window", endpoint));
+    lines
+}
+
+/// The XDP map value for a session.
+pub fn session_info(peer_id: u32, groups: &[GroupId]) -> SessionInfo {
+    SessionInfo {
+        groups: group_set(groups),
+        peer_id,
+        _pad: 0,
+    }
+}

@@ -1,0 +1,258 @@
+//! Setting `gateway serve` up: the configuration and the system checks, the TLS and
+//! session settings, the TAP seam and its sysctls, the XDP programs with their maps, the
+//! data-plane workers (AF_XDP mode or socket mode) and the XSKMAP entries that steer
+//! into them. Everything here runs once, before the driver loop starts.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use gateway_proto::{
+    data::Cipher,
+    keys::Role,
+    push::ServerFeatures,
+    session::{Common, Renegotiation, ServerConfig, ServerSettings, TlsVersions},
+    static_key::KeyDirection,
+    wrap::{AuthDigest as WrapDigest, TlsAuth, TlsCrypt, Wrap},
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use tracing::{info, warn};
+
+use super::{Server, TAP_NAME, TAP_PEER_MAC, driver::Xdp};
+use crate::{
+    config::{AuthDigest, Config, DataplaneMode, Listen, Transport},
+    control::{pool::AddressPool, tls},
+    dataplane::{
+        afxdp::{AfXdp, XskRole},
+        carry::Report,
+        tap::Tap,
+        worker::{self, Workers},
+    },
+    net::lookup_interface,
+    policy,
+    xdp::{AttachMode, Edge, Policy},
+};
+
+/// Reports from the workers the control plane may fall behind by before they drop.
+const REPORT_QUEUE: usize = 4096;
+
+/// What setup hands to the driver.
+pub(super) struct Running {
+    pub config: Config,
+    pub server: Server,
+    pub xdp: Xdp,
+    pub workers: Workers,
+    pub tap: Arc<Tap>,
+    pub reports: tokio::sync::mpsc::Receiver<Report>,
+    /// The listen entries served: one UDP and one TCP at most.
+    pub udp: Option<Listen>,
+    pub tcp: Option<Listen>,
+}
+
+/// Loads and checks the configuration and brings up everything the driver needs.
+pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
+    let config = Config::load(config_path)?;
+    if let Err(problems) = config.check_system() {
+        bail!("{}", list(&problems));
+    }
+    let material = tls::load(&config.tls).map_err(|p| anyhow::anyhow!("{}", list(&p)))?;
+    let (session_config, wrap) = session_config(material, Renegotiation::default())?;
+
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    if forwarding.trim() != "1" {
+        bail!(
+            "IPv4 forwarding is off: set net.ipv4.ip_forward=1 (the XDP next-hop lookup needs it)"
+        );
+    }
+    let (udp, tcp) = served_listeners(&config);
+
+    let pool = AddressPool::new(config.endpoint.client_cidr);
+    let workers = worker::worker_count(config.dataplane.workers);
+    let tap = Tap::create(
+        TAP_NAME,
+        workers,
+        pool.gateway_addr(),
+        config.endpoint.client_cidr.prefix_len(),
+    )
+    .context("creating the TAP device")?;
+    // A translated packet whose next hop has no neighbour entry yet goes to the kernel
+    // with the gateway's own address as source: let the TAP accept that, so the kernel
+    // forwards it (and resolves the neighbour for the XDP path of later packets).
+    for (knob, value) in [("accept_local", "1"), ("rp_filter", "0")] {
+        let path = format!("/proc/sys/net/ipv4/conf/{TAP_NAME}/{knob}");
+        std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
+    }
+    let udp_ports: Vec<u16> = udp.iter().map(|l| l.port).collect();
+    let mut xdp = attach(&config, &tap, &udp_ports)?;
+    let tap = Arc::new(tap);
+    let (report_tx, reports) = tokio::sync::mpsc::channel::<Report>(REPORT_QUEUE);
+    let settings = |afxdp| worker::Settings {
+        pin: config.dataplane.pin,
+        udp_port: udp.map(|l| l.port),
+        tap: tap.clone(),
+        tap_peer_mac: TAP_PEER_MAC,
+        afxdp,
+        reports: report_tx.clone(),
+    };
+    let workers = match config.dataplane.mode {
+        DataplaneMode::Sockets => Workers::start(settings(None)),
+        DataplaneMode::AfXdp => Workers::start(settings(Some(afxdp_interfaces(&config, udp)?))),
+        DataplaneMode::Auto => {
+            match Workers::start(settings(Some(afxdp_interfaces(&config, udp)?))) {
+                Ok(workers) => Ok(workers),
+                Err(e) => {
+                    warn!("AF_XDP is not available ({e}); running socket mode");
+                    Workers::start(settings(None))
+                }
+            }
+        }
+    }
+    .context("starting the data-plane workers")?;
+    drop(report_tx);
+    steer_to_workers(&mut xdp, &workers)?;
+
+    let mut secret = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| anyhow::anyhow!("random number generator failed"))?;
+    let server = Server::new(config.clone(), Arc::new(session_config), wrap, &secret)?;
+    Ok(Running {
+        config,
+        server,
+        xdp,
+        workers,
+        tap,
+        reports,
+        udp,
+        tcp,
+    })
+}
+
+/// The first UDP and the first TCP listen entry; others are logged as not served.
+fn served_listeners(config: &Config) -> (Option<Listen>, Option<Listen>) {
+    let listen = &config.endpoint.listen;
+    let first = |transport| listen.iter().find(|l| l.transport == transport).copied();
+    let (udp, tcp) = (first(Transport::Udp), first(Transport::Tcp));
+    for other in listen
+        .iter()
+        .filter(|l| Some(**l) != udp && Some(**l) != tcp)
+    {
+        warn!("{other} is not served: one UDP and one TCP port are");
+    }
+    (udp, tcp)
+}
+
+/// The server role's session settings from the TLS material: the three AEAD ciphers in
+/// the gateway's order of preference, key export and cc-exit on, and the renegotiation
+/// limits (`gateway serve` sets none: the exported profile says `reneg-sec 0`); and the
+/// listener's control-channel wrap.
+pub fn session_config(
+    material: tls::TlsMaterial,
+    renegotiation: Renegotiation,
+) -> Result<(ServerConfig, Wrap)> {
+    let wrap = match (&material.tls_crypt_key, &material.tls_auth) {
+        (Some(key), _) => Wrap::TlsCrypt(TlsCrypt::new(key, Role::Server)),
+        // The server side of `key-direction 0`.
+        (None, Some((key, digest))) => {
+            let digest = match digest {
+                AuthDigest::Sha1 => WrapDigest::Sha1,
+                AuthDigest::Sha256 => WrapDigest::Sha256,
+                AuthDigest::Sha512 => WrapDigest::Sha512,
+            };
+            Wrap::TlsAuth(TlsAuth::new(key, KeyDirection::Normal, digest))
+        }
+        (None, None) => Wrap::None,
+    };
+    let config = ServerConfig::new(ServerSettings {
+        ca: material.client_ca,
+        crls: material.crls,
+        cert_chain: material.cert_chain,
+        key: material.key,
+        tls_versions: TlsVersions::default(),
+        ciphers: vec![
+            Cipher::Aes256Gcm,
+            Cipher::Aes128Gcm,
+            Cipher::ChaCha20Poly1305,
+        ],
+        features: ServerFeatures {
+            tls_ekm: true,
+            cc_exit: true,
+            dyn_tls_crypt: false,
+        },
+        common: Common {
+            renegotiation,
+            ..Common::new(wrap.clone()).map_err(|e| anyhow::anyhow!("session settings: {e}"))?
+        },
+    })
+    .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+    Ok((config, wrap))
+}
+
+/// Loads the XDP programs and attaches them: `edge` on the public interface, `inner` on
+/// the TAP, `target` on every target interface; routes and rules from the config.
+fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
+    let mut edge = Edge::load()?;
+    edge.configure(
+        udp_ports,
+        config.endpoint.hard_reset_rate,
+        config.endpoint.hard_reset_burst,
+    )?;
+    edge.attach(&config.endpoint.public_interface, AttachMode::Auto)?;
+    let mut policy = Policy::load()?;
+    let compiled = policy::compile(config, &lookup_interface)?;
+    policy.apply(&compiled)?;
+    for target in &compiled.targets {
+        policy.attach_target(&target.name, AttachMode::Auto)?;
+    }
+    policy.insert_dataplane_device(tap.ifindex())?;
+    policy.attach_inner(tap.name(), AttachMode::Native)?;
+    Ok(Xdp { edge, policy })
+}
+
+/// The interfaces AF_XDP mode puts sockets on: the public one (when UDP is served) and
+/// every target interface.
+fn afxdp_interfaces(config: &Config, udp: Option<Listen>) -> Result<AfXdp> {
+    let ifindex = |name: &str| {
+        lookup_interface(name)
+            .map(|i| i.ifindex)
+            .map_err(anyhow::Error::from)
+    };
+    let edge = match udp {
+        Some(_) => Some(ifindex(&config.endpoint.public_interface)?),
+        None => None,
+    };
+    let mut targets = Vec::new();
+    for target in &config.targets {
+        let index = ifindex(&target.interface)?;
+        if !targets.contains(&index) {
+            targets.push(index);
+        }
+    }
+    Ok(AfXdp { edge, targets })
+}
+
+/// Puts the workers' AF_XDP sockets (if any) into the XSKMAPs of `edge` and `target`.
+fn steer_to_workers(xdp: &mut Xdp, workers: &Workers) -> Result<()> {
+    for binding in workers.xsks() {
+        match binding.role {
+            XskRole::Edge => xdp.edge.insert_xsk(binding.queue, &binding.fd)?,
+            XskRole::Target => {
+                xdp.policy
+                    .insert_target_xsk(binding.ifindex, binding.queue, &binding.fd)?
+            }
+        }
+    }
+    info!(
+        mode = super::driver::mode_name(workers),
+        af_xdp_sockets = workers.xsks().len(),
+        "data plane ready"
+    );
+    Ok(())
+}
+
+fn list(problems: &[crate::config::ConfigError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
