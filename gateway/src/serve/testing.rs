@@ -10,6 +10,7 @@ use std::{
 };
 
 use gateway_proto::session::{Event, Session};
+use gateway_tests::config::LabConfig;
 
 use super::{CarryRequest, DataPath, Server};
 use crate::{config::Config, control::tls, pki::Pki, policy::GroupId};
@@ -71,36 +72,12 @@ impl Harness {
             pki.issue_client(name, None).unwrap();
         }
         pki.issue_client("dave", Some("eng")).unwrap();
-        let text = format!(
-            r#"
-[endpoint]
-name = "t"
-client_cidr = "{client_cidr}"
-split_tunnel = true
-[tls]
-server_cert = "{}"
-server_key = "{}"
-client_ca = "{}"
-crl = "{}"
-tls_crypt_key = "{}"
-groups_from_certificate_ou = {ou}
-[[target]]
-interface = "eth1"
-[[route]]
-destination = "10.10.0.0/24"
-target = "eth1"
-[[authorize]]
-destination = "10.10.0.0/24"
-groups = ["eng"]
-[groups]
-eng = ["alice", "bob"]
-"#,
-            pki.server_cert().display(),
-            pki.server_key().display(),
-            pki.ca_cert().display(),
-            pki.crl().display(),
-            pki.tls_crypt_key().display(),
-        );
+        let text = LabConfig::new("t", &dir)
+            .client_cidr(client_cidr)
+            .groups_from_certificate_ou(ou)
+            .authorize_groups("10.10.0.0/24", ["eng"])
+            .group("eng", ["alice", "bob"])
+            .to_toml();
         let config = Config::parse(&text, "t").unwrap();
         let material = tls::load(&config.tls).unwrap();
         let (session_config, wrap) = super::session_config(material).unwrap();
