@@ -15,6 +15,7 @@ use gateway::{
     pki::Pki,
 };
 use gateway_tests::{
+    config::LabConfig,
     lab::{Lab, ProcessId, Topology, read_log, wait_until},
     openvpn::{ServerFiles, spawn_stock_server_with_netmask},
 };
@@ -79,12 +80,11 @@ impl Bed {
         topo.client
             .exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"])?;
         let config_path = dir.join("gateway.toml");
-        let text = config_text(&pki, &dir.join("admin.sock"));
-        std::fs::write(&config_path, &text)?;
-        std::fs::write(
-            dir.join("gateway-sockets.toml"),
-            format!("{text}\n[dataplane]\nmode = \"sockets\"\n"),
-        )?;
+        let lab_config = lab_config(dir);
+        lab_config.write(&config_path)?;
+        lab_config
+            .dataplane_mode("sockets")
+            .write(&dir.join("gateway-sockets.toml"))?;
         let config = Config::load(&config_path)?;
         Ok(Self {
             lab,
@@ -218,43 +218,19 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS")
 }
 
-fn config_text(pki: &Pki, admin: &Path) -> String {
-    let p = |path: PathBuf| path.to_string_lossy().into_owned();
-    format!(
-        r#"[endpoint]
-name = "bench"
-listen = ["udp/1194"]
-# Room for the biggest connect storm (the stock server gets a /16 too).
-client_cidr = "10.200.0.0/16"
-split_tunnel = true
-remote_hosts = ["{}"]
-# Connect storms come from one address, as fast as the server takes them (the stock
-# server gets the same: --connect-freq-initial 1000000 1).
-hard_reset_rate = 0
-reset_replies = 0
-[tls]
-server_cert = "{}"
-server_key = "{}"
-client_ca = "{}"
-tls_crypt_key = "{}"
-[[target]]
-interface = "eth1"
-[[route]]
-destination = "10.10.0.0/24"
-target = "eth1"
-[[authorize]]
-destination = "10.10.0.0/24"
-all_users = true
-[admin]
-socket = "{}"
-"#,
-        Topology::GATEWAY_PUBLIC_ADDR,
-        p(pki.server_cert()),
-        p(pki.server_key()),
-        p(pki.ca_cert()),
-        p(pki.tls_crypt_key()),
-        admin.display(),
-    )
+/// Our gateway's configuration: the lab's, for the bench endpoint (alongside it, the
+/// same in socket mode).
+fn lab_config(dir: &Path) -> LabConfig {
+    LabConfig::new("bench", &dir.join("pki"))
+        // Room for the biggest connect storm (the stock server gets a /16 too).
+        .client_cidr("10.200.0.0/16")
+        // Connect storms come from one address, as fast as the server takes them (the
+        // stock server gets the same: --connect-freq-initial 1000000 1).
+        .hard_reset_rate(0)
+        .reset_replies(0)
+        .without_crl()
+        .authorize_all_users("10.10.0.0/24")
+        .admin_socket(dir.join("admin.sock"))
 }
 
 /// One profile for both servers: same CA, server name and tls-crypt key.

@@ -19,6 +19,7 @@ use gateway::{
     pki::Pki,
 };
 use gateway_tests::{
+    config::LabConfig,
     lab::{Lab, ProcessId, Topology, read_log, wait_until},
     privilege,
 };
@@ -83,6 +84,8 @@ struct Running {
     topo: Topology,
     dir: std::path::PathBuf,
     pki: Pki,
+    /// What `gateway.toml` was written from.
+    lab_config: LabConfig,
     config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<thread::JoinHandle<anyhow::Result<anyhow::Result<()>>>>,
@@ -100,15 +103,15 @@ impl Running {
     /// the gateway loads it.
     /// `wrap` is "tls-crypt", "tls-auth" (SHA256) or "none".
     fn start_with(tag: &str, wrap: &str, listen: &str, prepare: impl FnOnce(&Pki)) -> Self {
-        Self::start_configured(tag, wrap, listen, "", prepare)
+        Self::start_configured(tag, wrap, listen, |c| c, prepare)
     }
 
-    /// As [`Running::start_with`], with `endpoint_extra` lines added to `[endpoint]`.
+    /// As [`Running::start_with`], with the configuration changed by `configure`.
     fn start_configured(
         tag: &str,
         wrap: &str,
         listen: &str,
-        endpoint_extra: &str,
+        configure: impl FnOnce(LabConfig) -> LabConfig,
         prepare: impl FnOnce(&Pki),
     ) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-e2e-{tag}-{}", std::process::id()));
@@ -130,49 +133,17 @@ impl Running {
             .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
             .unwrap();
         // The tls-crypt key file is an OpenVPN static key: tls-auth can use it too.
-        let tls_crypt_line = match wrap {
-            "tls-crypt" => format!("tls_crypt_key = \"{}\"", path(&pki.tls_crypt_key())),
-            "tls-auth" => format!("tls_auth_key = \"{}\"", path(&pki.tls_crypt_key())),
-            _ => String::new(),
-        };
+        let lab_config = LabConfig::new("e2e", &dir.join("pki"))
+            .listen([listen])
+            .authorize_all_users("10.10.0.10/32")
+            .admin_socket(dir.join("admin.sock"));
+        let lab_config = configure(match wrap {
+            "tls-crypt" => lab_config,
+            "tls-auth" => lab_config.tls_auth_key(pki.tls_crypt_key()),
+            _ => lab_config.without_wrap(),
+        });
         let config_path = dir.join("gateway.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                r#"
-[endpoint]
-name = "e2e"
-public_interface = "eth0"
-listen = ["{listen}"]
-client_cidr = "10.200.0.0/22"
-split_tunnel = true
-remote_hosts = ["198.51.100.1"]
-{endpoint_extra}
-[admin]
-socket = "{}"
-[tls]
-server_cert = "{}"
-server_key = "{}"
-client_ca = "{}"
-crl = "{}"
-{tls_crypt_line}
-[[target]]
-interface = "eth1"
-[[route]]
-destination = "10.10.0.0/24"
-target = "eth1"
-[[authorize]]
-destination = "10.10.0.10/32"
-all_users = true
-"#,
-                path(&dir.join("admin.sock")),
-                path(&pki.server_cert()),
-                path(&pki.server_key()),
-                path(&pki.ca_cert()),
-                path(&pki.crl()),
-            ),
-        )
-        .unwrap();
+        lab_config.write(&config_path).unwrap();
         // The gateway, in-process on a thread inside the gateway's namespace.
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let gw_ns = topo.gateway.clone();
@@ -195,6 +166,7 @@ all_users = true
             topo,
             dir,
             pki,
+            lab_config,
             config,
             stop: Some(stop_tx),
             server: Some(server),
@@ -308,7 +280,7 @@ fn a_stock_client_reaches_the_target_through_the_gateway() {
         return;
     }
     // The default mode ("auto") takes AF_XDP where the interfaces allow it, as veth does.
-    reach_the_target("main", "", "afxdp");
+    reach_the_target("main", |c| c, "afxdp");
 }
 
 #[test]
@@ -316,18 +288,18 @@ fn socket_mode_reaches_the_target_too() {
     if !privilege::check("socket_mode_reaches_the_target_too") {
         return;
     }
-    reach_the_target("sockets", "[dataplane]\nmode = \"sockets\"", "sockets");
+    reach_the_target("sockets", |c| c.dataplane_mode("sockets"), "sockets");
 }
 
 /// The stock client connects (with a login banner), pings and talks TCP to the target
-/// host through the gateway configured with `extra` lines, whose data plane runs in
-/// `mode`; a routed but unauthorized host gets nothing.
-fn reach_the_target(tag: &str, extra: &str, mode: &str) {
+/// host through the gateway configured by `configure`, whose data plane runs in `mode`;
+/// a routed but unauthorized host gets nothing.
+fn reach_the_target(tag: &str, configure: fn(LabConfig) -> LabConfig, mode: &str) {
     let mut gw = Running::start_configured(
         tag,
         "tls-crypt",
         "udp/1194",
-        &format!("login_banner = \"Authorized use only, please\"\n{extra}"),
+        |c| configure(c.login_banner("Authorized use only, please")),
         |_| {},
     );
     let client_log = gw.connect(&[]);
@@ -445,9 +417,13 @@ fn sighup_applies_new_rules_without_dropping_the_session() {
     let ping = |host: &str| gw.topo.client.exec(&["ping", "-c", "1", "-W", "2", host]);
     ping("10.10.0.10").unwrap();
     assert!(ping("10.10.0.20").is_err(), "no rule allows 10.10.0.20 yet");
-    let config_path = gw.dir.join("gateway.toml");
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(&config_path, text.replace("10.10.0.10/32", "10.10.0.0/24")).unwrap();
+    // The one rule, 10.10.0.10/32, widened to the whole target network.
+    gw.lab_config
+        .clone()
+        .without_authorizations()
+        .authorize_all_users("10.10.0.0/24")
+        .write(&gw.dir.join("gateway.toml"))
+        .unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
     wait_until("the new rules", Duration::from_secs(5), || {
         ping("10.10.0.20").is_ok()
@@ -789,7 +765,7 @@ fn a_killed_client_is_removed_after_ping_restart() {
         "killed",
         "tls-crypt",
         "udp/1194",
-        "keepalive_interval_secs = 1\nkeepalive_timeout_secs = 3",
+        |c| c.keepalive(1, 3),
         |_| {},
     );
     let log = gw.connect(&[]);

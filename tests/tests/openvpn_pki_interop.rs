@@ -10,6 +10,7 @@ use gateway::{
     pki::Pki,
 };
 use gateway_tests::{
+    config::LabConfig,
     lab::{Lab, Netns, ProcessId, read_log, wait_until},
     openvpn::{ServerFiles, spawn_stock_server},
     privilege,
@@ -105,26 +106,14 @@ fn stock_openvpn_accepts_our_pki_and_refuses_a_revoked_client() {
     .unwrap_or_else(|e| panic!("{e:#}"));
 
     // alice imports the profile exported from the gateway's configuration.
+    // The lab's configuration as far as a profile needs it: no CRL, no route, and all
+    // traffic redirected (split_tunnel off, the gateway's default).
     let config = Config::parse(
-        &format!(
-            r#"
-[endpoint]
-name = "interop"
-listen = ["udp/1194"]
-remote_hosts = ["198.51.100.1"]
-[tls]
-server_cert = "{}"
-server_key = "{}"
-client_ca = "{}"
-tls_crypt_key = "{}"
-[[target]]
-interface = "eth1"
-"#,
-            path(&pki.server_cert()),
-            path(&pki.server_key()),
-            path(&pki.ca_cert()),
-            path(&pki.tls_crypt_key())
-        ),
+        &LabConfig::new("interop", &dir.join("pki"))
+            .split_tunnel(false)
+            .without_crl()
+            .without_routes()
+            .to_toml(),
         "interop",
     )
     .unwrap();

@@ -10,7 +10,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use gateway_tests::lab::{Topology, read_log, wait_until};
+use gateway_tests::{
+    config::LabConfig,
+    lab::{Topology, read_log, wait_until},
+};
 
 use crate::{lab, run::run, setup, test::section};
 
@@ -68,7 +71,7 @@ pub fn demo(keep: bool) -> Result<()> {
         "engineering",
     ])?;
     let config = dir.join("gateway.toml");
-    std::fs::write(&config, config_text(&pki, &dir.join("admin.sock")))?;
+    lab_config(&pki, &dir.join("admin.sock")).write(&config)?;
     println!("{}", std::fs::read_to_string(&config)?.trim_end());
     topo.gateway
         .exec(&[&bin, "check", "--config", &p(&config)])
@@ -227,49 +230,13 @@ pub fn demo(keep: bool) -> Result<()> {
     Ok(())
 }
 
-fn config_text(pki: &Path, admin_socket: &Path) -> String {
-    let f = |name: &str| pki.join(name).to_string_lossy().into_owned();
-    format!(
-        r#"[endpoint]
-name = "demo"
-public_interface = "eth0"
-listen = ["udp/1194"]
-client_cidr = "10.200.0.0/22"
-split_tunnel = true
-remote_hosts = ["{public}"]
-
-[tls]
-server_cert = "{cert}"
-server_key = "{key}"
-client_ca = "{ca}"
-crl = "{crl}"
-tls_crypt_key = "{tc}"
-
-[[target]]
-interface = "eth1"
-
-[[route]]
-destination = "10.10.0.0/24"
-target = "eth1"
-
-[[authorize]]
-destination = "{ALLOWED}/32"
-groups = ["engineering"]
-
-[groups]
-engineering = ["alice"]
-
-[admin]
-socket = "{admin}"
-"#,
-        admin = admin_socket.display(),
-        public = Topology::GATEWAY_PUBLIC_ADDR,
-        cert = f("server.pem"),
-        key = f("server.key"),
-        ca = f("ca.pem"),
-        crl = f("crl.pem"),
-        tc = f("tc.key"),
-    )
+/// The lab's configuration for the demo endpoint: alice's group "engineering" may reach
+/// the allowed host only.
+fn lab_config(pki: &Path, admin_socket: &Path) -> LabConfig {
+    LabConfig::new("demo", pki)
+        .authorize_groups(&format!("{ALLOWED}/32"), ["engineering"])
+        .group("engineering", ["alice"])
+        .admin_socket(admin_socket)
 }
 
 fn workspace_root() -> PathBuf {

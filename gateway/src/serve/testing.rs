@@ -1,5 +1,5 @@
 //! An in-memory harness for `Server`: our client-role sessions talk to it with no
-//! sockets and no XDP (a recording `DataPath`), from simulated addresses; time is the
+//! sockets and no XDP (its outputs are recorded), from simulated addresses; time is the
 //! real clock but nothing waits on it. What the server hands to the data plane goes into
 //! a real worker core ([`Carrier`]), so the tests see exactly what a worker would do with
 //! it. Used by `serve::tests` and, through the `testing` feature, by the worker tests in
@@ -15,6 +15,7 @@ use gateway_proto::{
     data::DATA_V2_OVERHEAD,
     session::{Event, Renegotiation, Session},
 };
+use gateway_tests::config::LabConfig;
 
 use super::{CarryRequest, Now, Output, Server};
 use crate::{
@@ -141,36 +142,12 @@ impl Harness {
             pki.issue_client(name, None).unwrap();
         }
         pki.issue_client("dave", Some("eng")).unwrap();
-        let text = format!(
-            r#"
-[endpoint]
-name = "t"
-client_cidr = "{client_cidr}"
-split_tunnel = true
-[tls]
-server_cert = "{}"
-server_key = "{}"
-client_ca = "{}"
-crl = "{}"
-tls_crypt_key = "{}"
-groups_from_certificate_ou = {ou}
-[[target]]
-interface = "eth1"
-[[route]]
-destination = "10.10.0.0/24"
-target = "eth1"
-[[authorize]]
-destination = "10.10.0.0/24"
-groups = ["eng"]
-[groups]
-eng = ["alice", "bob"]
-"#,
-            pki.server_cert().display(),
-            pki.server_key().display(),
-            pki.ca_cert().display(),
-            pki.crl().display(),
-            pki.tls_crypt_key().display(),
-        );
+        let text = LabConfig::new("t", &dir)
+            .client_cidr(client_cidr)
+            .groups_from_certificate_ou(ou)
+            .authorize_groups("10.10.0.0/24", ["eng"])
+            .group("eng", ["alice", "bob"])
+            .to_toml();
         let config = Config::parse(&text, "t").unwrap();
         let material = tls::load(&config.tls).unwrap();
         let (session_config, wrap) = super::session_config(material, renegotiation).unwrap();
