@@ -360,20 +360,34 @@ pub fn organizational_units(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Why a PEM text gave no common name (the file's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum CommonNameError {
+    #[error("not PEM: {0}")]
+    NotPem(String),
+    #[error("not a certificate: {0}")]
+    NotCertificate(String),
+    #[error("the certificate has no common name")]
+    Missing,
+    #[error("the common name is not text: {0}")]
+    NotText(String),
+}
+
 /// The subject common name of the first certificate in a PEM text.
-pub fn common_name(pem_text: &str) -> Result<String, String> {
+pub fn common_name(pem_text: &str) -> Result<String, CommonNameError> {
     use x509_parser::prelude::{FromDer, X509Certificate, parse_x509_pem};
-    let (_, pem) = parse_x509_pem(pem_text.as_bytes()).map_err(|e| format!("not PEM: {e}"))?;
-    let (_, cert) =
-        X509Certificate::from_der(&pem.contents).map_err(|e| format!("not a certificate: {e}"))?;
+    let (_, pem) = parse_x509_pem(pem_text.as_bytes())
+        .map_err(|e| CommonNameError::NotPem(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&pem.contents)
+        .map_err(|e| CommonNameError::NotCertificate(e.to_string()))?;
     let cn = cert
         .subject()
         .iter_common_name()
         .next()
-        .ok_or("the certificate has no common name")?;
+        .ok_or(CommonNameError::Missing)?;
     cn.as_str()
         .map(str::to_string)
-        .map_err(|e| format!("the common name is not text: {e}"))
+        .map_err(|e| CommonNameError::NotText(e.to_string()))
 }
 
 fn check_name(name: &str) -> Result<(), PkiError> {
