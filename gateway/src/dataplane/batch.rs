@@ -473,7 +473,8 @@ unsafe fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
 /// in one read (see [`Batch::segment_size`]); receive into [`GRO_SLOT`] slots.
 pub fn enable_gro(fd: RawFd) -> io::Result<()> {
     let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from a live local.
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `on`, a live local, during
+    // the call only.
     let rc = unsafe {
         libc::setsockopt(
             fd,
@@ -502,7 +503,8 @@ fn storage_len(storage: &libc::sockaddr_storage) -> u32 {
 
 /// `addr` as the kernel's socket address.
 pub fn to_storage(addr: SocketAddr) -> libc::sockaddr_storage {
-    // SAFETY: sockaddr_storage is plain data; all-zero bytes are valid.
+    // SAFETY: sockaddr_storage is plain integers and byte arrays (no pointers,
+    // references or enums), so all-zero bytes are a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     match addr {
         SocketAddr::V4(v4) => {
@@ -514,7 +516,8 @@ pub fn to_storage(addr: SocketAddr) -> libc::sockaddr_storage {
                 },
                 sin_zero: [0; 8],
             };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            // SAFETY: `storage` is a local we own; sockaddr_storage (128 bytes, aligned to
+            // 8) is larger than and aligned for sockaddr_in, so the write is in bounds.
             unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in>(), sin) };
         }
         SocketAddr::V6(v6) => {
@@ -527,7 +530,8 @@ pub fn to_storage(addr: SocketAddr) -> libc::sockaddr_storage {
                 },
                 sin6_scope_id: v6.scope_id(),
             };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            // SAFETY: `storage` is a local we own; sockaddr_storage (128 bytes, aligned to
+            // 8) is larger than and aligned for sockaddr_in6, so the write is in bounds.
             unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in6>(), sin6) };
         }
     }
@@ -538,7 +542,9 @@ pub fn to_storage(addr: SocketAddr) -> libc::sockaddr_storage {
 pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in, and
+            // every bit pattern is a valid sockaddr_in (plain integers), so the shared
+            // reborrow is in bounds and valid; the family says the bytes mean one.
             let sin = unsafe { &*(&raw const *storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
             Some(SocketAddr::V4(SocketAddrV4::new(
@@ -547,7 +553,9 @@ pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6, and
+            // every bit pattern is a valid sockaddr_in6 (plain integers), so the shared
+            // reborrow is in bounds and valid; the family says the bytes mean one.
             let sin6 = unsafe { &*(&raw const *storage).cast::<libc::sockaddr_in6>() };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(sin6.sin6_addr.s6_addr),
