@@ -264,7 +264,8 @@ fn wait_readable(fd: i32, ms: i32) {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one pollfd, alive for the call.
+    // SAFETY: poll reads and writes one pollfd (nfds = 1) through the pointer: `pfd` is
+    // a live local for the call, and the kernel keeps no pointer after it.
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
@@ -635,7 +636,8 @@ pub fn raise_fd_limit(want: u64) -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit and setrlimit read or write one rlimit, a live local.
+    // SAFETY: getrlimit writes and setrlimit reads one rlimit through the pointer, each a
+    // live local for the call; neither keeps the pointer.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return 1024;

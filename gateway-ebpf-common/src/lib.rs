@@ -515,30 +515,41 @@ pub struct NatIn {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: #[repr(C)], only integer fields, no padding bytes left implicit.
+    // Pod lets aya copy these to and from map bytes, so each must be `Copy`, have no
+    // padding (every byte is initialised) and accept any bit pattern: true of structs
+    // of integers and integer arrays laid out with #[repr(C)] as below (sizes checked
+    // by the `map_types_have_no_implicit_padding` test).
+
+    // SAFETY: #[repr(C)], one [u64; 4]: no padding, any bits valid.
     unsafe impl aya::Pod for super::GroupSet {}
-    // SAFETY: #[repr(C)], only integer fields; the explicit `_pad` fills the tail.
+    // SAFETY: #[repr(C)], a GroupSet (32 bytes) and two u32 (`_pad` fills what would be
+    // tail padding): 40 bytes, no padding, any bits valid.
     unsafe impl aya::Pod for super::AuthzValue {}
-    // SAFETY: #[repr(C)], only integer fields; the explicit `_pad` fills the tail.
+    // SAFETY: #[repr(C)], a GroupSet and two u32 (`_pad` fills what would be tail
+    // padding): 40 bytes, no padding, any bits valid.
     unsafe impl aya::Pod for super::SessionInfo {}
-    // SAFETY: #[repr(C)], a u32 and a byte array, no padding.
+    // SAFETY: #[repr(C)], a u32 and a [u8; 4]: 8 bytes, no padding, any bits valid.
     unsafe impl aya::Pod for super::RouteValue {}
-    // SAFETY: #[repr(C)], u32 fields and two Pod structs of 8 and 40 bytes (56 bytes,
-    // no padding).
+    // SAFETY: #[repr(C)], a RouteValue (8 bytes, align 4), an AuthzValue (40 bytes,
+    // align 8, at offset 8) and two u32: 56 bytes, no padding, any bits valid.
     unsafe impl aya::Pod for super::PolicyValue {}
-    // SAFETY: #[repr(C)], byte arrays and explicit padding only (16 bytes).
+    // SAFETY: #[repr(C)], byte arrays, a u8 and explicit `_pad` bytes: 16 bytes,
+    // alignment 1, no padding, any bits valid.
     unsafe impl aya::Pod for super::FlowKey {}
-    // SAFETY: #[repr(C)], byte arrays then two u32 (16 bytes, no padding).
+    // SAFETY: #[repr(C)], [[u8; 2]; 4] then two u32: 16 bytes, no padding, any bits
+    // valid.
     unsafe impl aya::Pod for super::EdgeConfig {}
-    // SAFETY: #[repr(C)], one byte array.
+    // SAFETY: #[repr(C)], one [u8; 4]: any bits valid.
     unsafe impl aya::Pod for super::EdgePeer {}
-    // SAFETY: #[repr(C)], two byte arrays and a u32 (12 bytes, no padding).
+    // SAFETY: #[repr(C)], two [u8; 4] and a u32: 12 bytes, no padding, any bits valid.
     unsafe impl aya::Pod for super::InnerConfig {}
-    // SAFETY: #[repr(C)], two u64.
+    // SAFETY: #[repr(C)], two u64: 16 bytes, no padding, any bits valid.
     unsafe impl aya::Pod for super::ResetBucket {}
-    // SAFETY: #[repr(C)], explicit padding before the u64 (16 bytes).
+    // SAFETY: #[repr(C)], [u8; 4], [u8; 2], two u8 (`_pad` explicit) then a u64 at
+    // offset 8: 16 bytes, no padding, any bits valid.
     unsafe impl aya::Pod for super::NatOut {}
-    // SAFETY: #[repr(C)], explicit padding before the u64 (24 bytes).
+    // SAFETY: #[repr(C)], [u8; 4], [u8; 2], two u8, two u32 (`_pad2` explicit) then a
+    // u64 at offset 16: 24 bytes, no padding, any bits valid.
     unsafe impl aya::Pod for super::NatIn {}
 }
 

@@ -79,7 +79,10 @@ pub fn edge(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn count(stat: EdgeStat) {
     if let Some(slot) = EDGE_STATS.get_ptr_mut(stat as u32) {
-        // SAFETY: the slot belongs to this CPU; XDP programs are not preempted on it.
+        // SAFETY: `get_ptr_mut` returned a non-null, aligned pointer to this CPU's u64
+        // of EDGE_STATS, a per-CPU array whose storage lives as long as the map. XDP programs
+        // run with migration and preemption off, so no other program touches this CPU's
+        // copy meanwhile; userspace only reads it (a copy through the bpf syscall).
         unsafe { *slot += 1 };
     }
 }
@@ -152,7 +155,7 @@ fn reset_allowed(src_addr: [u8; 4]) -> bool {
     if config.resets_per_second == 0 {
         return true;
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    // SAFETY: a BPF helper that takes no arguments and only returns the clock.
     let now = unsafe { bpf_ktime_get_ns() };
     let burst = u64::from(config.reset_burst.max(1)) * 1000;
     let Some(bucket) = RESET_BUCKETS.get_ptr_mut(src_addr) else {
@@ -163,7 +166,11 @@ fn reset_allowed(src_addr: [u8; 4]) -> bool {
         let _ = RESET_BUCKETS.insert(src_addr, fresh, 0);
         return true;
     };
-    // SAFETY: a map value, valid during this program run.
+    // SAFETY: `get_ptr_mut` returned a non-null pointer to the bucket's value in the map,
+    // aligned for ResetBucket (map values are 8-byte aligned); RCU keeps that memory
+    // valid for this program run even if the entry is evicted or deleted meanwhile. The
+    // same source's bucket may be updated at once from another CPU: plain u64 loads and
+    // stores, not torn, where a lost update only makes the rate limit slightly loose.
     let bucket = unsafe { &mut *bucket };
     let elapsed = now.saturating_sub(bucket.last_ns).min(MAX_REFILL_NS);
     let refill = elapsed * u64::from(config.resets_per_second) / 1_000_000;

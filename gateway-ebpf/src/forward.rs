@@ -37,7 +37,8 @@ pub fn forward(ctx: &XdpContext, devs: &DevMapHash) -> Forwarded {
     if ip.ttl <= 1 {
         return Forwarded::Kernel;
     }
-    // SAFETY: all-zero bytes are a valid value of this plain C struct.
+    // SAFETY: bpf_fib_lookup is integers, byte arrays and unions of them (no pointers),
+    // so all-zero bytes are a valid value.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
     params.l4_protocol = ip.protocol;
@@ -46,7 +47,9 @@ pub fn forward(ctx: &XdpContext, devs: &DevMapHash) -> Forwarded {
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst);
     params.ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: `params` is a valid, initialised bpf_fib_lookup and the size is its own.
+    // SAFETY: `ctx.as_ptr()` is this run's live xdp_md; `params` is an initialised
+    // bpf_fib_lookup on the stack, exclusively borrowed for the call, and the size passed
+    // is its own, so the helper reads and writes only inside it.
     let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, size_of::<FibParams>() as i32, 0) };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || devs.get(params.ifindex).is_none() {
         return Forwarded::Kernel;

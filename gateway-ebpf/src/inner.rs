@@ -57,7 +57,10 @@ pub fn inner(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn count(stat: InnerStat) {
     if let Some(slot) = INNER_STATS.get_ptr_mut(stat as u32) {
-        // SAFETY: the slot belongs to this CPU; XDP programs are not preempted on it.
+        // SAFETY: `get_ptr_mut` returned a non-null, aligned pointer to this CPU's u64
+        // of INNER_STATS, a per-CPU array whose storage lives as long as the map. XDP programs
+        // run with migration and preemption off, so no other program touches this CPU's
+        // copy meanwhile; userspace only reads it (a copy through the bpf syscall).
         unsafe { *slot += 1 };
     }
 }
@@ -76,7 +79,11 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     }
     let ip: &Ipv4Hdr = header_at(ctx, ETH_HDR_LEN).ok_or(InnerStat::MalformedIpv4)?;
     let (header_len, total_len) = ipv4_lengths(ctx, ip).ok_or(InnerStat::MalformedIpv4)?;
-    // SAFETY: the value is only read, within this program run.
+    // SAFETY: HashMap::get is unsafe because userspace may update or delete the entry
+    // while the reference lives. RCU keeps the value's memory valid for this program
+    // run, the reference is only read and does not outlive it, and SessionInfo is plain
+    // integers, so even a value the control plane rewrites meanwhile reads as a valid
+    // (if stale) SessionInfo.
     let session = unsafe { SESSIONS.get(ip.src) }.ok_or(InnerStat::Spoofed)?;
     let destination = Key::new(32, ip.dst);
     // One read of the generation: the route and the rule come from the same rule set,
@@ -94,7 +101,8 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
         if config.client_to_client == 0 {
             return Err(InnerStat::ClientToClientDisabled);
         }
-        // SAFETY: the value is only read, within this program run.
+        // SAFETY: as for the source's session: valid for this run, and only tested for
+        // presence here.
         unsafe { SESSIONS.get(ip.dst) }.ok_or(InnerStat::NoSuchClient)?;
         let rule = entry
             .filter(|e| e.has_rule != 0)

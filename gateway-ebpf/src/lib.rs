@@ -3,3 +3,4 @@
 //! crate a build-dependency of `gateway`, so edits here or in `gateway-ebpf-common`
 //! rebuild the BPF object (aya-build alone watches only this directory).
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]

@@ -2,6 +2,7 @@
 //! host this binary is an empty `main` so that `cargo clippy --workspace` checks it.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod checksum;
 mod edge;

@@ -43,11 +43,15 @@ pub fn mapping(
     peer_id: u32,
     tcp_flags: u8,
 ) -> Result<(NatOut, bool, bool), NatError> {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    // SAFETY: a BPF helper that takes no arguments and only returns the clock.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(existing) = NAT_OUT.get_ptr_mut(flow) {
-        // SAFETY: the pointer comes from the map and stays valid during this run; a
-        // concurrent refresh of the timestamp from another CPU is harmless.
+        // SAFETY: `get_ptr_mut` returned a non-null pointer to the flow's value, aligned
+        // for NatOut (map values are 8-byte aligned); RCU keeps that memory valid for this
+        // run even if the sweeper deletes the entry meanwhile, and the reference does not
+        // outlive the run. Another CPU carrying the same flow may store the same fields
+        // at once: plain u64/u8 stores, not torn, where a lost update of the timestamp
+        // or flags only shifts the flow's expiry.
         let existing = unsafe { &mut *existing };
         if existing.nat_addr == snat_addr {
             existing.last_seen_ns = now;
@@ -75,7 +79,7 @@ pub fn mapping(
     let mut claimed = false;
     for attempt in 0..=NAT_PORT_PROBES {
         if attempt > 0 {
-            // SAFETY: bpf_get_prandom_u32 has no preconditions.
+            // SAFETY: a BPF helper that takes no arguments and only returns a number.
             let r = unsafe { bpf_get_prandom_u32() };
             // Ports 1024..65535: never a privileged port, never 0.
             let port = 1024 + (r % (65536 - 1024)) as u16;
@@ -112,9 +116,11 @@ pub fn mapping(
 #[inline(always)]
 pub fn reverse(reply: &FlowKey, tcp_flags: u8) -> Option<NatIn> {
     let entry = NAT_IN.get_ptr_mut(reply)?;
-    // SAFETY: as in `mapping`: a map value, valid during this run.
+    // SAFETY: as in `mapping`: a non-null, aligned pointer to a map value that RCU keeps
+    // valid for this run; concurrent stores from other CPUs only race on the timestamp
+    // and flags.
     let entry = unsafe { &mut *entry };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    // SAFETY: a BPF helper that takes no arguments and only returns the clock.
     entry.last_seen_ns = unsafe { bpf_ktime_get_ns() };
     entry.tcp_flags |= tcp_flags;
     Some(*entry)

@@ -65,13 +65,16 @@ pub struct IcmpHdr {
 /// A `T` at `offset` bytes into the frame, if the whole `T` lies inside it.
 #[inline(always)]
 pub fn header_at<T>(ctx: &XdpContext, offset: usize) -> Option<&T> {
+    const { assert!(align_of::<T>() == 1, "headers must have byte fields only") };
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
         return None;
     }
-    // SAFETY: the range [start+offset, start+offset+size_of::<T>()) was just checked to
-    // lie inside the frame, and T has alignment 1 (byte fields only).
+    // SAFETY: [start + offset, start + offset + size_of::<T>()) was just checked to lie
+    // inside the frame, which stays valid for this program run; T has alignment 1
+    // (asserted above at compile time), and the Ts used here (the header structs above
+    // and byte arrays) are byte fields only, so any bytes are a valid T.
     Some(unsafe { &*((start + offset) as *const T) })
 }
 
@@ -79,13 +82,15 @@ pub fn header_at<T>(ctx: &XdpContext, offset: usize) -> Option<&T> {
 #[inline(always)]
 #[allow(clippy::mut_from_ref)]
 pub fn header_at_mut<T>(ctx: &XdpContext, offset: usize) -> Option<&mut T> {
+    const { assert!(align_of::<T>() == 1, "headers must have byte fields only") };
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
         return None;
     }
-    // SAFETY: in bounds as checked above, T has alignment 1, and the frame belongs to
-    // this program run; callers hold at most one reference per header at a time.
+    // SAFETY: in bounds, aligned and valid as in `header_at`. The frame belongs to this
+    // program run alone (no other CPU sees it), and callers hold at most one reference
+    // to each header at a time and none across a helper that moves the frame.
     Some(unsafe { &mut *((start + offset) as *mut T) })
 }
 

@@ -52,7 +52,10 @@ pub fn target(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn count(stat: TargetStat) {
     if let Some(slot) = TARGET_STATS.get_ptr_mut(stat as u32) {
-        // SAFETY: the slot belongs to this CPU; XDP programs are not preempted on it.
+        // SAFETY: `get_ptr_mut` returned a non-null, aligned pointer to this CPU's u64
+        // of TARGET_STATS, a per-CPU array whose storage lives as long as the map. XDP programs
+        // run with migration and preemption off, so no other program touches this CPU's
+        // copy meanwhile; userspace only reads it (a copy through the bpf syscall).
         unsafe { *slot += 1 };
     }
 }
@@ -169,7 +172,9 @@ fn towards_client(ctx: &XdpContext, peer_id: u32) -> u32 {
 #[inline(always)]
 fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: a plain value read during this program run.
+    // SAFETY: HashMap::get is unsafe because userspace may update or delete the entry
+    // while the reference lives; RCU keeps the value's memory valid for this program
+    // run, and the u32 is copied out at once, so no reference outlives this statement.
     let first = *unsafe { TARGET_XSK_SLOTS.get(ifindex) }?;
     let queue = ctx.rx_queue_index();
     if queue >= MAX_XSK_QUEUES || ctx.data_end() - ctx.data() > XSK_MAX_FRAME {
@@ -178,7 +183,10 @@ fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
     let slot = first + queue;
     TARGET_XSKS.get(slot)?;
     let meta_len = size_of::<XskMeta>() as i32;
-    // SAFETY: the helper checks the room in front of the frame itself.
+    // SAFETY: `ctx.ctx` is this run's live xdp_md; the helper itself checks there is
+    // room in front of the frame and fails otherwise. It moves data_meta, so packet
+    // pointers taken before are stale (the verifier enforces it): below, both metadata
+    // and data are read from `ctx` again.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
         return None;
     }
@@ -186,7 +194,9 @@ fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
     if meta + size_of::<XskMeta>() > ctx.data() {
         return None;
     }
-    // SAFETY: just checked to lie between data_meta and data.
+    // SAFETY: [meta, meta + size_of::<XskMeta>()) was just checked to lie between
+    // data_meta and data, the metadata room this run reserved in front of its own frame;
+    // the write is unaligned, so the address needs no alignment.
     unsafe {
         (meta as *mut XskMeta).write_unaligned(XskMeta {
             magic: XSK_META_MAGIC,
@@ -197,7 +207,8 @@ fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
         Ok(action) => Some(action),
         // The socket went away since the lookup.
         Err(_) => {
-            // SAFETY: gives back exactly the metadata room taken above.
+            // SAFETY: `ctx.ctx` is this run's live xdp_md; this gives back exactly the
+            // metadata room taken above, and nothing after it uses packet pointers.
             unsafe { bpf_xdp_adjust_meta(ctx.ctx, meta_len) };
             None
         }

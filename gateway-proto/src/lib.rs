@@ -3,6 +3,8 @@
 //! bytes and `now` in and take bytes out. The reliability layer, TLS and the session
 //! state machine build on these layers.
 
+#![forbid(unsafe_code)]
+
 pub mod cookie;
 pub mod data;
 pub mod framing;

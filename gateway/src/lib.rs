@@ -2,6 +2,8 @@
 //! Landed so far: configuration, the XDP loader, the policy compiler and the
 //! NAT expiry policy.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod admin;
 pub mod config;
 pub mod control;

@@ -610,14 +610,16 @@ fn the_tcp_transport_works() {
 fn send_raw_udp(device: &str, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> std::io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let packet = &gateway_tests::xdp::frame::udp(src, dst, 40000, 9999, payload)[14..];
-    // SAFETY: a raw socket; the result is checked and owned below.
+    // SAFETY: socket(2) takes no pointers; the result is checked and owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: fd is a fresh descriptor we own.
+    // SAFETY: `fd` is an open descriptor socket(2) just returned, owned by nothing else;
+    // the OwnedFd becomes its only owner.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: the option value is the device name's bytes, alive for the call.
+    // SAFETY: the kernel reads device.len() bytes from `device`, a live &str, during the
+    // call only (SO_BINDTODEVICE takes the name without a NUL).
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -638,7 +640,8 @@ fn send_raw_udp(device: &str, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> std
         },
         sin_zero: [0; 8],
     };
-    // SAFETY: packet and address are valid for the call; sizes are theirs.
+    // SAFETY: the kernel reads packet.len() bytes from `packet` and one sockaddr_in from
+    // `to`, both live for the call, with their own lengths; it keeps neither pointer.
     let n = unsafe {
         libc::sendto(
             fd.as_raw_fd(),

@@ -17,17 +17,21 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 
 struct Counting;
 
-// SAFETY: every call is passed on to the system allocator unchanged.
+// SAFETY: every call is passed on to the system allocator unchanged (the counter is a
+// side effect that neither allocates nor touches the memory), so this allocator keeps
+// all of `System`'s guarantees.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's layout, as GlobalAlloc requires.
+        // SAFETY: our caller upholds GlobalAlloc::alloc's contract (non-zero size), which
+        // is System's too; the layout is passed on unchanged.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
+        // SAFETY: our caller guarantees `ptr` came from this allocator with `layout`, and
+        // every block this allocator hands out came from System with that same layout.
         unsafe { System.dealloc(ptr, layout) }
     }
 
@@ -36,7 +40,8 @@ unsafe impl GlobalAlloc for Counting {
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
-        // SAFETY: as for `dealloc`, and `new_size` is the caller's.
+        // SAFETY: as for `dealloc`, `ptr` is System's with `layout`; `new_size` is the
+        // caller's, who guarantees it is non-zero and fits `layout`'s alignment.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

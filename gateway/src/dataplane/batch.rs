@@ -8,6 +8,7 @@
 use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    ops::Range,
     os::fd::RawFd,
 };
 
@@ -52,6 +53,51 @@ pub struct Batch {
     truncated: Vec<bool>,
     /// Slots in use.
     len: usize,
+    scratch: Scratch,
+}
+
+/// Bytes of one UDP_SEGMENT control message (a cmsghdr and a u16 segment size).
+// SAFETY: CMSG_SPACE only does arithmetic on its argument; it reads no memory.
+const GSO_CONTROL: usize = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+/// [`GSO_CONTROL`] in u64 words: each run's control buffer is u64-aligned, as cmsghdr
+/// needs.
+const GSO_CONTROL_WORDS: usize = GSO_CONTROL.div_ceil(size_of::<u64>());
+
+/// What one `recvmmsg` or `sendmmsg` call hands the kernel, besides the slots and
+/// addresses: the iovecs, the message headers, the UDP_SEGMENT control buffers and the
+/// run lists. Allocated once with room for every slot of the batch, cleared and refilled
+/// by each call (never grown: a batch has at most one iovec, header and run per slot).
+struct Scratch {
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    /// [`GSO_CONTROL_WORDS`] per run of a send.
+    gso_control: Box<[u64]>,
+    runs: Vec<Range<usize>>,
+    /// The datagrams of one refused GSO run, as runs of one.
+    singles: Vec<Range<usize>>,
+}
+
+// SAFETY: the only !Send parts are the raw pointers inside `iovecs` and `headers`. They
+// are written at the start of every `Batch::recv` / `Batch::send_runs` call, before the
+// system call, and point only into the owning batch's own heap buffers (`bufs`, `addrs`,
+// `control`) and into this scratch's `iovecs` and `gso_control`; those heap blocks do not
+// move when the batch moves, and are never reallocated (fixed length or fixed capacity).
+// The kernel reads and writes through the pointers only during that call, which holds
+// `&mut Batch`, and no code reads them after it returns: between calls they are stale
+// values that nothing dereferences. Moving the batch to another thread thus shares no
+// memory with the thread it left.
+unsafe impl Send for Scratch {}
+
+impl Scratch {
+    fn new(slots: usize) -> Self {
+        Self {
+            iovecs: Vec::with_capacity(slots),
+            headers: Vec::with_capacity(slots),
+            gso_control: vec![0u64; slots * GSO_CONTROL_WORDS].into_boxed_slice(),
+            runs: Vec::with_capacity(slots),
+            singles: Vec::with_capacity(slots.min(GSO_MAX_SEGMENTS)),
+        }
+    }
 }
 
 impl Batch {
@@ -69,10 +115,12 @@ impl Batch {
             spans: vec![(0, 0); slots],
             segments: vec![0; slots],
             control: vec![0u64; slots * RECV_CONTROL / size_of::<u64>()],
-            // SAFETY: sockaddr_storage is plain data; all-zero bytes are valid.
+            // SAFETY: sockaddr_storage is plain integers and byte arrays (no pointers,
+            // references or enums), so all-zero bytes are a valid value.
             addrs: vec![unsafe { std::mem::zeroed() }; slots],
             truncated: vec![false; slots],
             len: 0,
+            scratch: Scratch::new(slots),
         }
     }
 
@@ -149,32 +197,42 @@ impl Batch {
         let slot = self.slot;
         let room = slot.saturating_sub(headroom);
         let base = self.bufs.as_mut_ptr();
-        let mut iovecs: Vec<libc::iovec> = (0..n)
-            .map(|i| libc::iovec {
-                // SAFETY: slot i starts at i * slot inside `bufs`; headroom < slot.
+        let Scratch {
+            iovecs, headers, ..
+        } = &mut self.scratch;
+        iovecs.clear();
+        for i in 0..n {
+            iovecs.push(libc::iovec {
+                // SAFETY: `bufs` is n * slot bytes, so slot i starts at i * slot inside
+                // it and i * slot + min(headroom, slot) is at most its end.
                 iov_base: unsafe { base.add(i * slot + headroom.min(slot)) }.cast(),
                 iov_len: room,
-            })
-            .collect();
+            });
+        }
         let control = self.control.as_mut_ptr();
-        let mut headers: Vec<libc::mmsghdr> = (0..n)
-            .map(|i| {
-                // SAFETY: msghdr is plain data; all-zero bytes are valid.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-                h.msg_hdr.msg_iov = &raw mut iovecs[i];
-                h.msg_hdr.msg_iovlen = 1;
-                // SAFETY: message i's control area is its RECV_CONTROL bytes of
-                // `control`, u64-aligned as cmsghdr needs.
-                h.msg_hdr.msg_control =
-                    unsafe { control.add(i * RECV_CONTROL / size_of::<u64>()) }.cast();
-                h.msg_hdr.msg_controllen = RECV_CONTROL;
-                h
-            })
-            .collect();
-        // SAFETY: every header points at a live iovec, slot and address of this batch,
-        // sized as declared; the kernel writes within those bounds.
+        headers.clear();
+        for (i, (iov, addr)) in iovecs.iter_mut().zip(&mut self.addrs).enumerate() {
+            // SAFETY: mmsghdr is integers and raw pointers only; all-zero bytes (null
+            // pointers, zero lengths) are a valid value.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (&raw mut *addr).cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_iov = &raw mut *iov;
+            h.msg_hdr.msg_iovlen = 1;
+            // SAFETY: `control` is n * RECV_CONTROL bytes of u64s, so message i's
+            // RECV_CONTROL bytes start i * RECV_CONTROL / 8 words in, inside it and
+            // u64-aligned as cmsghdr needs.
+            h.msg_hdr.msg_control =
+                unsafe { control.add(i * RECV_CONTROL / size_of::<u64>()) }.cast();
+            h.msg_hdr.msg_controllen = RECV_CONTROL;
+            headers.push(h);
+        }
+        // SAFETY: `headers` holds n initialised headers. Header i points at slot i's
+        // `room` bytes after the headroom (iovec i), at `addrs[i]` (a whole
+        // sockaddr_storage) and at message i's RECV_CONTROL control bytes, all inside
+        // buffers this batch owns, which `&mut self` keeps live and unaliased for the
+        // call; the kernel writes within the lengths declared and keeps no pointer after
+        // returning.
         let got = unsafe {
             libc::recvmmsg(
                 fd,
@@ -193,9 +251,12 @@ impl Batch {
             let len = h.msg_len as usize;
             self.spans[i] = (headroom, len.min(room));
             self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > room;
-            self.segments[i] = gro_segment(&h.msg_hdr)
-                .filter(|&s| s > 0 && s < len)
-                .unwrap_or(len);
+            // SAFETY: header i's control pointer is message i's RECV_CONTROL bytes of
+            // `self.control` (u64-aligned, initialised since construction), still live
+            // under `&mut self`; the kernel set msg_controllen to what it wrote there,
+            // at most RECV_CONTROL, and writes nothing more after returning.
+            let segment = unsafe { gro_segment(&h.msg_hdr) };
+            self.segments[i] = segment.filter(|&s| s > 0 && s < len).unwrap_or(len);
         }
         self.len = got;
         Ok(got)
@@ -211,7 +272,11 @@ impl Batch {
     /// (segments larger than the path MTU, or no GSO on the device) is sent datagram by
     /// datagram instead; `gso` is turned off when the kernel or device cannot do it at all.
     pub fn send(&mut self, fd: RawFd, gso: &mut bool) -> Sent {
-        let runs = self.runs(*gso);
+        // The run lists leave the scratch for the call so that `send_runs` may borrow the
+        // batch; taking a Vec and putting it back moves it without allocating.
+        let mut runs = std::mem::take(&mut self.scratch.runs);
+        let mut singles = std::mem::take(&mut self.scratch.singles);
+        self.runs(*gso, &mut runs);
         let mut sent = 0;
         let mut gso_runs = 0;
         let mut next = 0;
@@ -232,7 +297,8 @@ impl Batch {
                             *gso = false;
                         }
                         // One by one; each may still be refused on its own.
-                        let singles: Vec<_> = run.map(|i| i..i + 1).collect();
+                        singles.clear();
+                        singles.extend(run.map(|i| i..i + 1));
                         let mut at = 0;
                         while at < singles.len() {
                             match self.send_runs(fd, &singles[at..]) {
@@ -249,6 +315,8 @@ impl Batch {
                 }
             }
         }
+        self.scratch.runs = runs;
+        self.scratch.singles = singles;
         self.len = 0;
         Sent {
             datagrams: sent,
@@ -256,9 +324,9 @@ impl Batch {
         }
     }
 
-    /// The batch cut into runs that can each go out as one send.
-    fn runs(&self, gso: bool) -> Vec<std::ops::Range<usize>> {
-        let mut runs = Vec::new();
+    /// Cuts the batch into `runs` that can each go out as one send.
+    fn runs(&self, gso: bool, runs: &mut Vec<Range<usize>>) {
+        runs.clear();
         let mut start = 0;
         while start < self.len {
             let seg = self.spans[start].1;
@@ -281,33 +349,35 @@ impl Batch {
             runs.push(start..end);
             start = end;
         }
-        runs
     }
 
     /// One `sendmmsg` of `runs` (each a GSO send when longer than one datagram); returns
     /// how many runs went out, or the error of the first.
-    fn send_runs(&mut self, fd: RawFd, runs: &[std::ops::Range<usize>]) -> io::Result<usize> {
+    fn send_runs(&mut self, fd: RawFd, runs: &[Range<usize>]) -> io::Result<usize> {
         let base = self.bufs.as_mut_ptr();
-        let mut iovecs: Vec<libc::iovec> = runs
-            .iter()
-            .flat_map(|r| r.clone())
-            .map(|i| {
-                let (start, len) = self.spans[i];
-                libc::iovec {
-                    // SAFETY: start + len <= slot was checked in `push`.
-                    iov_base: unsafe { base.add(i * self.slot + start) }.cast(),
-                    iov_len: len,
-                }
-            })
-            .collect();
+        let Scratch {
+            iovecs,
+            headers,
+            gso_control,
+            ..
+        } = &mut self.scratch;
+        iovecs.clear();
+        for i in runs.iter().flat_map(|r| r.clone()) {
+            let (start, len) = self.spans[i];
+            iovecs.push(libc::iovec {
+                // SAFETY: i < len <= slots, and `push` checked start + len <= slot, so
+                // the datagram lies inside slot i of `bufs` (slots * slot bytes).
+                iov_base: unsafe { base.add(i * self.slot + start) }.cast(),
+                iov_len: len,
+            });
+        }
         // One aligned control buffer per run: a UDP_SEGMENT cmsg with the segment size.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
-        let words = space.div_ceil(size_of::<u64>());
-        let mut control = vec![0u64; words * runs.len()];
-        let mut headers = Vec::with_capacity(runs.len());
+        gso_control[..GSO_CONTROL_WORDS * runs.len()].fill(0);
+        headers.clear();
         let mut iov_at = 0;
         for (k, run) in runs.iter().enumerate() {
-            // SAFETY: msghdr is plain data; all-zero bytes are valid.
+            // SAFETY: mmsghdr is integers and raw pointers only; all-zero bytes (null
+            // pointers, zero lengths) are a valid value.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
             h.msg_hdr.msg_name = (&raw mut self.addrs[run.start]).cast();
             h.msg_hdr.msg_namelen = storage_len(&self.addrs[run.start]);
@@ -315,11 +385,15 @@ impl Batch {
             h.msg_hdr.msg_iovlen = run.len();
             iov_at += run.len();
             if run.len() > 1 {
-                let buf = &raw mut control[k * words];
+                let buf = &raw mut gso_control[k * GSO_CONTROL_WORDS];
                 h.msg_hdr.msg_control = buf.cast();
-                h.msg_hdr.msg_controllen = space;
-                // SAFETY: the control buffer is `space` bytes, aligned for cmsghdr, and
-                // holds exactly one cmsg with a u16 payload.
+                h.msg_hdr.msg_controllen = GSO_CONTROL;
+                // SAFETY: `buf` is run k's GSO_CONTROL bytes of `gso_control` (k <
+                // runs.len() <= slots, and the box has GSO_CONTROL_WORDS words per slot),
+                // u64-aligned as cmsghdr needs. msg_controllen = CMSG_SPACE(2) >=
+                // size_of::<cmsghdr>(), so CMSG_FIRSTHDR returns `buf` (not null), and the
+                // cmsghdr plus its 2 data bytes fit in the buffer; the u16 is written
+                // unaligned.
                 unsafe {
                     let cmsg = libc::CMSG_FIRSTHDR(&h.msg_hdr);
                     (*cmsg).cmsg_level = libc::SOL_UDP;
@@ -331,8 +405,12 @@ impl Batch {
             }
             headers.push(h);
         }
-        // SAFETY: the headers point at live iovecs, slots, addresses and control buffers,
-        // sized as declared; the kernel only reads them.
+        // SAFETY: `headers` holds one initialised header per run. Header k points at run
+        // k's iovecs (`iovecs[iov_at..iov_at + run.len()]`, each a datagram inside its
+        // slot of `bufs`), at the address of the run's first slot in `addrs` with that
+        // address's own length, and at its control buffer of `gso_control` (or null with
+        // length 0): all owned by this batch and kept live and unaliased by `&mut self`
+        // for the call. The kernel only reads them, and keeps no pointer after returning.
         let n = unsafe {
             libc::sendmmsg(
                 fd,
@@ -347,16 +425,41 @@ impl Batch {
             _ => Err(io::Error::last_os_error()),
         }
     }
+
+    /// Where the scratch buffers are and how large, to check that calls reuse them.
+    #[cfg(test)]
+    fn scratch_buffers(&self) -> [(usize, usize); 5] {
+        let s = &self.scratch;
+        [
+            (s.iovecs.as_ptr() as usize, s.iovecs.capacity()),
+            (s.headers.as_ptr() as usize, s.headers.capacity()),
+            (s.gso_control.as_ptr() as usize, s.gso_control.len()),
+            (s.runs.as_ptr() as usize, s.runs.capacity()),
+            (s.singles.as_ptr() as usize, s.singles.capacity()),
+        ]
+    }
 }
 
 /// The UDP_GRO segment size the kernel put in a received message's control data.
-fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
-    // SAFETY: the kernel filled `msg`'s control area and set msg_controllen; the CMSG
-    // macros stay within it.
+///
+/// # Safety
+///
+/// `msg.msg_control` must point at `msg.msg_controllen` initialised bytes, aligned for
+/// `cmsghdr`, that nothing writes during the call (the control area of a message that
+/// `recvmmsg` just filled).
+unsafe fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
+    // SAFETY: by the caller's contract the control area is `msg_controllen` readable,
+    // aligned bytes. CMSG_FIRSTHDR and CMSG_NXTHDR return only null or a cmsghdr that,
+    // with the `cmsg_len` it declares, lies inside that area, so reading its fields is in
+    // bounds; the c_int behind CMSG_DATA is read (unaligned) only when `cmsg_len` says
+    // the cmsg holds one.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+            if (*cmsg).cmsg_level == libc::SOL_UDP
+                && (*cmsg).cmsg_type == UDP_GRO
+                && (*cmsg).cmsg_len >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
+            {
                 let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
                 return usize::try_from(size).ok();
             }
@@ -370,7 +473,8 @@ fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
 /// in one read (see [`Batch::segment_size`]); receive into [`GRO_SLOT`] slots.
 pub fn enable_gro(fd: RawFd) -> io::Result<()> {
     let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from a live local.
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `on`, a live local, during
+    // the call only.
     let rc = unsafe {
         libc::setsockopt(
             fd,
@@ -399,7 +503,8 @@ fn storage_len(storage: &libc::sockaddr_storage) -> u32 {
 
 /// `addr` as the kernel's socket address.
 pub fn to_storage(addr: SocketAddr) -> libc::sockaddr_storage {
-    // SAFETY: sockaddr_storage is plain data; all-zero bytes are valid.
+    // SAFETY: sockaddr_storage is plain integers and byte arrays (no pointers,
+    // references or enums), so all-zero bytes are a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     match addr {
         SocketAddr::V4(v4) => {
@@ -411,7 +516,8 @@ pub fn to_storage(addr: SocketAddr) -> libc::sockaddr_storage {
                 },
                 sin_zero: [0; 8],
             };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            // SAFETY: `storage` is a local we own; sockaddr_storage (128 bytes, aligned to
+            // 8) is larger than and aligned for sockaddr_in, so the write is in bounds.
             unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in>(), sin) };
         }
         SocketAddr::V6(v6) => {
@@ -424,7 +530,8 @@ pub fn to_storage(addr: SocketAddr) -> libc::sockaddr_storage {
                 },
                 sin6_scope_id: v6.scope_id(),
             };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            // SAFETY: `storage` is a local we own; sockaddr_storage (128 bytes, aligned to
+            // 8) is larger than and aligned for sockaddr_in6, so the write is in bounds.
             unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in6>(), sin6) };
         }
     }
@@ -435,7 +542,9 @@ pub fn to_storage(addr: SocketAddr) -> libc::sockaddr_storage {
 pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in, and
+            // every bit pattern is a valid sockaddr_in (plain integers), so the shared
+            // reborrow is in bounds and valid; the family says the bytes mean one.
             let sin = unsafe { &*(&raw const *storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
             Some(SocketAddr::V4(SocketAddrV4::new(
@@ -444,7 +553,9 @@ pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6, and
+            // every bit pattern is a valid sockaddr_in6 (plain integers), so the shared
+            // reborrow is in bounds and valid; the family says the bytes mean one.
             let sin6 = unsafe { &*(&raw const *storage).cast::<libc::sockaddr_in6>() };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(sin6.sin6_addr.s6_addr),
@@ -458,193 +569,5 @@ pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn addresses_round_trip() {
-        for addr in [
-            "192.0.2.7:51000".parse::<SocketAddr>().unwrap(),
-            "[2001:db8::1]:443".parse().unwrap(),
-        ] {
-            assert_eq!(from_storage(&to_storage(addr)), Some(addr));
-        }
-    }
-
-    #[test]
-    fn a_batch_goes_out_and_comes_back_over_loopback() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        b.set_nonblocking(true).unwrap();
-        let to = b.local_addr().unwrap();
-        let mut out = Batch::new(8);
-        for i in 0..5u8 {
-            let slot = out.next_free().unwrap();
-            slot[100..100 + usize::from(i) + 1].fill(i);
-            assert!(out.push(to, 100, usize::from(i) + 1));
-        }
-        assert_eq!(out.send(a.as_raw_fd(), &mut false).datagrams, 5);
-        assert!(out.is_empty());
-        let mut got = Batch::new(8);
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while seen.len() < 5 && std::time::Instant::now() < deadline {
-            match got.recv(b.as_raw_fd(), 24) {
-                Ok(n) => {
-                    for i in 0..n {
-                        let (from, slot, start, len) = got.datagram_mut(i).unwrap();
-                        assert_eq!(from, a.local_addr().unwrap());
-                        assert_eq!(start, 24);
-                        seen.push(slot[start..start + len].to_vec());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => panic!("recvmmsg: {e}"),
-            }
-        }
-        let expected: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; usize::from(i) + 1]).collect();
-        assert_eq!(seen, expected);
-    }
-
-    /// Receives `count` datagrams on `socket` (waiting up to 5 s), as byte vectors.
-    fn drain(socket: &std::net::UdpSocket, count: usize) -> Vec<Vec<u8>> {
-        let mut got = Batch::new(16);
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while seen.len() < count && std::time::Instant::now() < deadline {
-            match got.recv(socket.as_raw_fd(), 0) {
-                Ok(n) => {
-                    for i in 0..n {
-                        let (_, slot, start, len) = got.datagram_mut(i).unwrap();
-                        seen.push(slot[start..start + len].to_vec());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => panic!("recvmmsg: {e}"),
-            }
-        }
-        seen
-    }
-
-    #[test]
-    fn runs_to_one_address_go_out_as_gso_sends_and_arrive_as_separate_datagrams() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        b.set_nonblocking(true).unwrap();
-        c.set_nonblocking(true).unwrap();
-        let (to_b, to_c) = (b.local_addr().unwrap(), c.local_addr().unwrap());
-        // Five full datagrams and a short one to b, two to c, one more to b.
-        let plan: Vec<(SocketAddr, usize)> = [1000, 1000, 1000, 1000, 1000, 300]
-            .into_iter()
-            .map(|len| (to_b, len))
-            .chain([(to_c, 700), (to_c, 700), (to_b, 50)])
-            .collect();
-        let mut out = Batch::new(16);
-        for (i, (to, len)) in plan.iter().enumerate() {
-            let slot = out.next_free().unwrap();
-            slot[24..24 + len].fill(i as u8);
-            assert!(out.push(*to, 24, *len));
-        }
-        let mut gso = true;
-        let sent = out.send(a.as_raw_fd(), &mut gso);
-        assert_eq!(sent.datagrams, plan.len());
-        assert!(gso, "loopback does UDP GSO");
-        assert_eq!(sent.gso_runs, 2, "b's six and c's two");
-        let expect = |to: SocketAddr| -> Vec<Vec<u8>> {
-            plan.iter()
-                .enumerate()
-                .filter(|(_, (t, _))| *t == to)
-                .map(|(i, (_, len))| vec![i as u8; *len])
-                .collect()
-        };
-        assert_eq!(drain(&b, 7), expect(to_b));
-        assert_eq!(drain(&c, 2), expect(to_c));
-
-        // Without GSO the same batch goes out datagram by datagram.
-        for (i, (to, len)) in plan.iter().enumerate() {
-            let slot = out.next_free().unwrap();
-            slot[24..24 + len].fill(i as u8);
-            assert!(out.push(*to, 24, *len));
-        }
-        let sent = out.send(a.as_raw_fd(), &mut false);
-        assert_eq!((sent.datagrams, sent.gso_runs), (plan.len(), 0));
-        assert_eq!(drain(&b, 7), expect(to_b));
-        assert_eq!(drain(&c, 2), expect(to_c));
-    }
-
-    #[test]
-    fn a_gro_read_holds_several_datagrams_that_split_back_by_segment_size() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        b.set_nonblocking(true).unwrap();
-        enable_gro(b.as_raw_fd()).unwrap();
-        let to = b.local_addr().unwrap();
-        let lens = [1200, 1200, 1200, 1200, 1200, 500];
-        let mut out = Batch::new(8);
-        for (i, len) in lens.iter().enumerate() {
-            let slot = out.next_free().unwrap();
-            slot[..*len].fill(i as u8);
-            assert!(out.push(to, 0, *len));
-        }
-        assert_eq!(out.send(a.as_raw_fd(), &mut true).gso_runs, 1);
-        let mut got = Batch::with_slot_size(4, GRO_SLOT);
-        let mut datagrams = Vec::new();
-        let mut coalesced = false;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while datagrams.len() < lens.len() && std::time::Instant::now() < deadline {
-            match got.recv(b.as_raw_fd(), 0) {
-                Ok(n) => {
-                    for i in 0..n {
-                        let segment = got.segment_size(i);
-                        let (_, slot, start, len) = got.datagram_mut(i).unwrap();
-                        coalesced |= segment < len;
-                        datagrams
-                            .extend(slot[start..start + len].chunks(segment).map(<[u8]>::to_vec));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => panic!("recvmmsg: {e}"),
-            }
-        }
-        assert!(coalesced, "the kernel handed the run over in one read");
-        let expected: Vec<Vec<u8>> = lens
-            .iter()
-            .enumerate()
-            .map(|(i, l)| vec![i as u8; *l])
-            .collect();
-        assert_eq!(datagrams, expected);
-    }
-
-    #[test]
-    fn an_oversized_datagram_is_reported_as_truncated() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        b.set_nonblocking(true).unwrap();
-        a.send_to(&vec![7u8; SLOT], b.local_addr().unwrap())
-            .unwrap();
-        let mut got = Batch::new(2);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match got.recv(b.as_raw_fd(), 24) {
-                Ok(n) => {
-                    assert_eq!(n, 1);
-                    assert!(got.datagram_mut(0).is_none());
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(std::time::Instant::now() < deadline, "nothing arrived");
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => panic!("recvmmsg: {e}"),
-            }
-        }
-    }
-}
+#[path = "batch_tests.rs"]
+mod tests;

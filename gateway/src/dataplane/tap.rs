@@ -68,7 +68,9 @@ impl Tap {
             let mut req = ifreq(name);
             req.ifr_ifru.ifru_flags =
                 (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short;
-            // SAFETY: TUNSETIFF reads and writes one ifreq, which lives for the call.
+            // SAFETY: TUNSETIFF reads and writes one ifreq through the pointer: `req` is a
+            // live local for the call, and its name is NUL-terminated (at most 15 bytes,
+            // checked above, copied into the zeroed 16-byte ifr_name).
             let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
             if rc < 0 {
                 return Err(err("TUNSETIFF")(io::Error::last_os_error()));
@@ -78,7 +80,8 @@ impl Tap {
         let control = control_socket().map_err(err("opening a control socket"))?;
         let mut flags = ifreq(name);
         ioctl(&control, libc::SIOCGIFFLAGS, &mut flags).map_err(err("reading flags"))?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        // SAFETY: the union holds only plain integer members and `ifreq` zeroed it, so
+        // any member reads as a valid value; SIOCGIFFLAGS filled this one.
         let current = unsafe { flags.ifr_ifru.ifru_flags };
         flags.ifr_ifru.ifru_flags = current | (libc::IFF_UP | libc::IFF_NOARP) as libc::c_short;
         let mut address = ifreq(name);
@@ -93,7 +96,8 @@ impl Tap {
         ioctl(&control, libc::SIOCSIFFLAGS, &mut flags).map_err(err("bringing it up"))?;
         let mut hw = ifreq(name);
         ioctl(&control, libc::SIOCGIFHWADDR, &mut hw).map_err(err("reading the MAC"))?;
-        // SAFETY: SIOCGIFHWADDR filled the hwaddr member.
+        // SAFETY: as for the flags: a plain-integer union member, here the hwaddr that
+        // SIOCGIFHWADDR filled.
         let sa_data = unsafe { hw.ifr_ifru.ifru_hwaddr.sa_data };
         let mut mac = [0u8; 6];
         for (m, b) in mac.iter_mut().zip(sa_data) {
@@ -101,7 +105,8 @@ impl Tap {
         }
         let mut index = ifreq(name);
         ioctl(&control, libc::SIOCGIFINDEX, &mut index).map_err(err("reading the index"))?;
-        // SAFETY: SIOCGIFINDEX filled the ifindex member.
+        // SAFETY: as for the flags: a plain-integer union member, here the ifindex that
+        // SIOCGIFINDEX filled.
         let ifindex = unsafe { index.ifr_ifru.ifru_ifindex } as u32;
         Ok(Self {
             name: name.to_string(),
@@ -145,12 +150,13 @@ impl Tap {
     /// Makes queue `q` non-blocking (reads return `WouldBlock` when empty).
     pub fn set_nonblocking(&self, q: usize) -> io::Result<()> {
         let fd = self.queues[q].as_raw_fd();
-        // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+        // SAFETY: F_GETFL takes no pointer argument; `fd` is open, owned by
+        // `self.queues[q]`, which `&self` keeps alive for the call.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         if flags < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: as above.
+        // SAFETY: as above; F_SETFL's third argument is an int, not a pointer.
         if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -164,7 +170,8 @@ impl Tap {
 }
 
 fn ifreq(name: &str) -> libc::ifreq {
-    // SAFETY: ifreq is a plain C struct for which all-zero bytes are valid.
+    // SAFETY: ifreq is a name array and a union of plain integer members (no pointer is
+    // read by the ioctls used here), so all-zero bytes are a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
@@ -181,23 +188,28 @@ fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
         },
         sin_zero: [0; 8],
     };
-    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads it as
-    // sockaddr_in because sa_family is AF_INET.
+    // SAFETY: sockaddr_in and sockaddr are both 16 bytes of plain integers (transmute
+    // checks the sizes), so every bit pattern of one is a valid other; the kernel reads
+    // it as a sockaddr_in because sa_family is AF_INET.
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
 }
 
 fn control_socket() -> io::Result<OwnedFd> {
-    // SAFETY: socket() has no memory preconditions; the result is checked.
+    // SAFETY: socket(2) takes no pointers; the result is checked below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: fd is a fresh descriptor we own.
+    // SAFETY: `fd` is an open descriptor socket(2) just returned, owned by nothing else;
+    // the OwnedFd becomes its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn ioctl(socket: &OwnedFd, request: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
-    // SAFETY: the interface ioctls used here read and write one ifreq, alive for the call.
+    // SAFETY: every request passed here (SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFADDR,
+    // SIOCSIFNETMASK, SIOCGIFHWADDR, SIOCGIFINDEX) reads and writes exactly one ifreq
+    // through the pointer; `req` is an exclusive borrow, live for the call, with a
+    // NUL-terminated name built by `ifreq`.
     if unsafe { libc::ioctl(socket.as_raw_fd(), request, req as *mut libc::ifreq) } < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -41,8 +41,9 @@ impl<T> Ring<T> {
     /// Maps the ring of `fd` at page offset `pgoff` with the kernel's `offsets`.
     fn map(fd: RawFd, offsets: &libc::xdp_ring_offset, size: u32, pgoff: u64) -> io::Result<Self> {
         let map_len = offsets.desc as usize + size as usize * size_of::<T>();
-        // SAFETY: a fresh shared mapping of the socket's ring; the kernel checks the
-        // offset and length against the ring it created.
+        // SAFETY: a new mapping at an address the kernel picks (null hint, no MAP_FIXED),
+        // so it cannot overlap memory Rust owns; the kernel checks `pgoff` and `map_len`
+        // against the ring it created for `fd` and fails the call otherwise.
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -57,7 +58,9 @@ impl<T> Ring<T> {
             return Err(io::Error::last_os_error());
         }
         let at = |offset: u64| {
-            // SAFETY: the kernel's offsets lie within the mapping it just made.
+            // SAFETY: the producer, consumer and flags offsets the kernel reported lie
+            // below `offsets.desc`, and the descriptors end at `map_len`, so every
+            // `offset` passed here is inside the mapping that just succeeded.
             NonNull::new(unsafe { map.cast::<u8>().add(offset as usize) })
                 .expect("inside a successful mapping")
         };
@@ -73,30 +76,38 @@ impl<T> Ring<T> {
     }
 
     fn producer(&self) -> &AtomicU32 {
-        // SAFETY: a u32 the kernel keeps 4-byte aligned inside the live mapping.
+        // SAFETY: `producer` points at a 4-byte aligned u32 inside the mapping, which
+        // stays mapped until `self` is dropped (the reference borrows `self`). The kernel
+        // updates it concurrently, which is why it is only accessed as an AtomicU32.
         unsafe { self.producer.as_ref() }
     }
 
     fn consumer(&self) -> &AtomicU32 {
-        // SAFETY: as for `producer`.
+        // SAFETY: as for `producer`: an aligned u32 in the live mapping, only accessed
+        // atomically.
         unsafe { self.consumer.as_ref() }
     }
 
     fn flags(&self) -> u32 {
-        // SAFETY: as for `producer`.
+        // SAFETY: as for `producer`: an aligned u32 in the live mapping, only accessed
+        // atomically.
         unsafe { self.flags.as_ref() }.load(Ordering::Relaxed)
     }
 
     /// Pointer to descriptor `index` (taken modulo the ring size).
     fn desc(&self, index: u32) -> *mut T {
-        // SAFETY: `index & mask` is below the ring's size.
+        // SAFETY: ring sizes are powers of two (FRAMES, COMPLETION; the kernel refuses
+        // others) and mask = size - 1, so `index & mask` < size and the pointer stays
+        // inside the `size` descriptors of the mapping.
         unsafe { self.descs.as_ptr().add((index & self.mask) as usize) }
     }
 }
 
 impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped; nothing points into it any more.
+        // SAFETY: unmaps exactly the range `map` mapped. References into it (`producer`,
+        // `consumer`, `flags`) borrow the ring, so none outlives this drop, and the raw
+        // descriptor pointers of `desc` are used only while the ring is borrowed.
         unsafe { libc::munmap(self.map.as_ptr(), self.map_len) };
     }
 }
@@ -123,7 +134,8 @@ struct Umem {
 impl Umem {
     fn new() -> io::Result<Self> {
         let len = FRAMES as usize * FRAME_SIZE;
-        // SAFETY: a fresh private anonymous mapping.
+        // SAFETY: a new anonymous mapping at an address the kernel picks (null hint, no
+        // MAP_FIXED), so it cannot overlap memory Rust owns.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -144,7 +156,10 @@ impl Umem {
 
 impl Drop for Umem {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; its socket is closed (field order of `Xsk`).
+        // SAFETY: unmaps exactly the mapping made in `new`. The socket that registered it
+        // is closed by now: `Xsk` drops `fd` before `umem` (field order), and `bind`
+        // creates the UMEM before the socket so an early return drops them in that order
+        // too. Chunks handed out by `Xsk::receive` borrow the socket and are gone.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
@@ -162,12 +177,16 @@ pub struct Xsk {
     umem: Umem,
 }
 
-// SAFETY: the rings and the UMEM belong to this socket alone; moving it to the worker
-// thread that uses it moves every pointer's only user.
+// SAFETY: every raw pointer in an `Xsk` (the rings' and the UMEM's) points into an
+// mmap that this value alone owns and unmaps on drop; no other Rust value holds them, and
+// the kernel, the other party to the rings, does not care which thread we run on. `Xsk`
+// is not Sync and `receive` takes `&mut self`, so after the move only the receiving
+// thread touches the rings and the UMEM.
 unsafe impl Send for Xsk {}
 
 fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` is a valid T for the duration of the call and the length is its own.
+    // SAFETY: the kernel reads `size_of::<T>()` bytes from `value`, a live reference for
+    // the duration of the call, and keeps no pointer to it.
     let rc = unsafe {
         libc::setsockopt(
             fd,
@@ -183,11 +202,19 @@ fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
     Ok(())
 }
 
-fn getsockopt<T>(fd: RawFd, name: libc::c_int) -> io::Result<T> {
-    // SAFETY: all-zero bytes are a valid value of the plain C structs read here.
+/// Reads socket option `name` of `fd` as a `T`.
+///
+/// # Safety
+///
+/// `T` must be a plain C struct (integers and arrays of them, such as the `xdp_*`
+/// structs) for which all-zero bytes and any bytes the kernel writes are a valid value.
+unsafe fn getsockopt<T>(fd: RawFd, name: libc::c_int) -> io::Result<T> {
+    // SAFETY: by the caller's contract all-zero bytes are a valid T.
     let mut value: T = unsafe { std::mem::zeroed() };
     let mut len = size_of::<T>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `value`.
+    // SAFETY: `value` is a live local of `len` bytes; the kernel writes at most `len`
+    // bytes into it, any of which make a valid T (caller's contract), and keeps no
+    // pointer after the call.
     let rc = unsafe {
         libc::getsockopt(
             fd,
@@ -208,14 +235,16 @@ impl Xsk {
     /// mode, to rx queue `queue` of `ifindex` (in the calling thread's network
     /// namespace). Fails with `InvalidInput` when the interface has no such queue.
     pub fn bind(ifindex: u32, queue: u32) -> io::Result<Self> {
-        // SAFETY: plain socket(2); the descriptor is owned right after.
+        // Created before the socket, so that an early return closes the socket first.
+        let umem = Umem::new()?;
+        // SAFETY: socket(2) takes no pointers; the result is checked below.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        // SAFETY: `raw` is an open descriptor socket(2) just returned, owned by nothing
+        // else; the OwnedFd becomes its only owner.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let umem = Umem::new()?;
         let reg = libc::xdp_umem_reg {
             addr: umem.base.as_ptr() as u64,
             len: umem.len as u64,
@@ -229,8 +258,9 @@ impl Xsk {
             setsockopt(fd.as_raw_fd(), libc::XDP_UMEM_FILL_RING, &FRAMES)?;
             setsockopt(fd.as_raw_fd(), libc::XDP_UMEM_COMPLETION_RING, &COMPLETION)?;
             setsockopt(fd.as_raw_fd(), libc::XDP_RX_RING, &FRAMES)?;
+            // SAFETY: xdp_mmap_offsets is plain u64 fields; any bytes are a valid value.
             let offsets: libc::xdp_mmap_offsets =
-                getsockopt(fd.as_raw_fd(), libc::XDP_MMAP_OFFSETS)?;
+                unsafe { getsockopt(fd.as_raw_fd(), libc::XDP_MMAP_OFFSETS) }?;
             let fill = Ring::map(
                 fd.as_raw_fd(),
                 &offsets.fr,
@@ -261,7 +291,10 @@ impl Xsk {
         };
         // Every frame starts in the fill ring, free for the kernel.
         for frame in 0..FRAMES {
-            // SAFETY: slot `frame` of the fill ring, which nobody has produced into yet.
+            // SAFETY: frame < FRAMES, the fill ring's size, so `desc` is in bounds (and
+            // u64-aligned in the mapping); the kernel reads fill entries only below the
+            // producer index, still 0 until the Release store below, so nothing else
+            // accesses the entry now.
             unsafe { *xsk.fill.desc(frame) = u64::from(frame) * FRAME_SIZE as u64 };
         }
         xsk.fill.producer().store(FRAMES, Ordering::Release);
@@ -272,7 +305,8 @@ impl Xsk {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
-        // SAFETY: a valid sockaddr_xdp of its own size.
+        // SAFETY: `addr` is a live, initialised sockaddr_xdp and the length is its own;
+        // the kernel only reads it during the call.
         let rc = unsafe {
             libc::bind(
                 xsk.fd.as_raw_fd(),
@@ -288,7 +322,9 @@ impl Xsk {
 
     /// The kernel's counters for this socket.
     pub fn stats(&self) -> io::Result<XskStats> {
-        let s: libc::xdp_statistics = getsockopt(self.fd.as_raw_fd(), libc::XDP_STATISTICS)?;
+        // SAFETY: xdp_statistics is plain u64 fields; any bytes are a valid value.
+        let s: libc::xdp_statistics =
+            unsafe { getsockopt(self.fd.as_raw_fd(), libc::XDP_STATISTICS) }?;
         Ok(XskStats {
             rx_dropped: s.rx_dropped,
             rx_ring_full: s.rx_ring_full,
@@ -317,21 +353,30 @@ impl Xsk {
         }
         let mut fill_at = self.fill.producer().load(Ordering::Relaxed);
         for i in 0..n {
-            // SAFETY: entries consumer..producer of the rx ring are the kernel's
-            // finished descriptors, ours to read until we move the consumer past them.
+            // SAFETY: `desc` masks the index into the ring. Entries consumer..producer
+            // are descriptors the kernel finished (the Acquire load of `producer` makes
+            // its writes visible) and does not touch again until we move the consumer
+            // past them, after this loop.
             let desc = unsafe { self.rx.desc(consumer.wrapping_add(i)).read() };
             let base = desc.addr as usize & !(FRAME_SIZE - 1);
             let start = desc.addr as usize - base;
             if base + FRAME_SIZE <= self.umem.len && start + desc.len as usize <= FRAME_SIZE {
-                // SAFETY: a whole chunk inside the UMEM; the kernel does not touch a
-                // chunk between filling it and our returning it through the fill ring.
+                // SAFETY: base + FRAME_SIZE <= umem.len was just checked, so the chunk
+                // lies inside the live UMEM mapping. The kernel handed this chunk over in
+                // an rx descriptor and does not write it again until we return it
+                // through the fill ring (published after the loop); each chunk is in one
+                // descriptor only, and `&mut self` keeps any other Rust access out, so
+                // the slice is unaliased for as long as `handle` holds it.
                 let chunk = unsafe {
                     std::slice::from_raw_parts_mut(self.umem.base.as_ptr().add(base), FRAME_SIZE)
                 };
                 handle(chunk, start, desc.len as usize);
             }
-            // SAFETY: the fill ring has room for every frame (it is as large as the
-            // UMEM), and this slot is past everything produced so far.
+            // SAFETY: `desc` masks the index into the ring. The fill ring has an entry
+            // per UMEM frame and every frame is in exactly one place (fill ring, rx ring,
+            // or here), so the entry at `fill_at`, past everything produced so far, is
+            // not one the kernel has yet to consume; it reads it only after the producer
+            // store below.
             unsafe { *self.fill.desc(fill_at) = base as u64 };
             fill_at = fill_at.wrapping_add(1);
         }
@@ -340,7 +385,8 @@ impl Xsk {
             .store(consumer.wrapping_add(n), Ordering::Release);
         self.fill.producer().store(fill_at, Ordering::Release);
         if self.fill.flags() & libc::XDP_RING_NEED_WAKEUP != 0 {
-            // SAFETY: an empty non-blocking receive only wakes the kernel side up.
+            // SAFETY: a zero-length receive into a null buffer with null address
+            // pointers: the kernel writes no memory, it only wakes its rx side up.
             unsafe {
                 libc::recvfrom(
                     self.fd.as_raw_fd(),
