@@ -36,7 +36,8 @@ static EDGE_XSKS: XskMap = XskMap::with_max_entries(MAX_XSK_QUEUES, 0);
 static RESET_BUCKETS: LruHashMap<[u8; 4], ResetBucket> =
     LruHashMap::with_max_entries(MAX_RESET_SOURCES, 0);
 
-/// OpenVPN opcodes (`../shared/docs/openvpn-protocol.md` §2).
+/// OpenVPN opcodes (the high five bits of a packet's first byte, as in OpenVPN's
+/// `ssl_pkt.h`).
 const P_CONTROL_HARD_RESET_CLIENT_V2: u8 = 7;
 const P_CONTROL_HARD_RESET_SERVER_V2: u8 = 8;
 const P_DATA_V2: u8 = 9;

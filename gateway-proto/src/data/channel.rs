@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::sealing::{OpeningKey, SealingKey};
+use super::sealing::{DataKeys, OpeningKey, SealingKey};
 use super::{Cipher, DataError, DataKeyError, Opened, PACKET_ID_LEN, TAG_LEN};
 use crate::keys::{DataChannelKeys, KEY_BLOCK_LEN, KeyBlock, Role};
 use crate::packet::{DataHeader, KeyId, PeerId};
@@ -79,19 +79,11 @@ impl DataKey {
         replay: ReplayConfig,
         limits: UsageLimits,
     ) -> Result<Self, DataKeyError> {
-        let len = cipher.key_len();
+        let DataKeys { sealing, opening } = DataKeys::new(cipher, keys)?;
         Ok(Self {
             key_id,
-            sealing: SealingKey::new(
-                cipher,
-                &keys.encrypt_cipher_key[..len],
-                &keys.encrypt_implicit_iv(),
-            )?,
-            opening: OpeningKey::new(
-                cipher,
-                &keys.decrypt_cipher_key[..len],
-                &keys.decrypt_implicit_iv(),
-            )?,
+            sealing,
+            opening,
             replay: Mutex::new(ReplayWindow::new(replay)),
             limits,
             bytes: AtomicU64::new(0),

@@ -9,9 +9,9 @@ use std::time::Instant;
 use ring::aead;
 
 use super::{Cipher, DataError, DataKeyError, PACKET_ID_LEN, TAG_LEN};
-use crate::keys::IMPLICIT_IV_LEN;
+use crate::keys::{DataChannelKeys, IMPLICIT_IV_LEN};
 #[cfg(test)]
-use crate::keys::{DataChannelKeys, KEY_BLOCK_LEN, KeyBlock, Role};
+use crate::keys::{KEY_BLOCK_LEN, KeyBlock, Role};
 use crate::packet::DataHeader;
 use crate::replay::PacketIdCounter;
 #[cfg(test)]
@@ -302,9 +302,8 @@ impl OpeningKey {
     }
 }
 
-/// Both directions of a data-channel key for one key_id, without the shared state of a
-/// [`super::DataKey`] (the known-answer tests).
-#[cfg(test)]
+/// Both directions of a data-channel key for one key_id, without the shared state a
+/// [`super::DataKey`] adds around them.
 #[derive(Debug)]
 pub(crate) struct DataKeys {
     /// What we send with.
@@ -313,7 +312,6 @@ pub(crate) struct DataKeys {
     pub opening: OpeningKey,
 }
 
-#[cfg(test)]
 impl DataKeys {
     /// Both directions from the keys of one role (`keys::KeyBlock::data_channel_keys`):
     /// each AEAD key is the first `cipher.key_len()` bytes of its 64-byte cipher slot,
@@ -335,6 +333,7 @@ impl DataKeys {
     }
 
     /// Splits a 256-byte key block (§8: TLS exporter or legacy PRF output) for `role`.
+    #[cfg(test)]
     pub fn from_key_block(
         cipher: Cipher,
         block: &[u8; KEY_BLOCK_LEN],

@@ -89,18 +89,8 @@ fn pair(limits: UsageLimits) -> (Carrier, Client, Arc<Counters>) {
     (carrier, client, counters)
 }
 
-/// An IPv4/UDP packet (no Ethernet header; checksums are not looked at).
 fn ip(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&[0x0f, 0xa0, 0x00, 0x35]);
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    let total = p.len() as u16;
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p
+    crate::serve::testing::ip_udp(src, dst, payload)
 }
 
 /// `datagram` from `from()` to the gateway as an Ethernet frame, as `edge` steers it.

@@ -6,7 +6,7 @@
 //! Written against `linux/if_xdp.h` through `libc` rather than with a crate: the pure
 //! Rust one (`xdpilone`) is EUPL-1.2, a copyleft licence this Apache-2.0 project does
 //! not take in, and `xsk-rs` compiles libxdp and libbpf from C and loads libxdp's own
-//! XDP program beside ours (`../shared/docs/toolchain.md` §14).
+//! XDP program beside ours.
 //!
 //! Sockets bind in copy mode: the kernel copies each frame (and the XDP metadata in
 //! front of it) into the UMEM. That works on every driver with XDP, veth included;

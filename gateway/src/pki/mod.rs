@@ -376,8 +376,8 @@ pub enum CommonNameError {
 /// The subject common name of the first certificate in a PEM text.
 pub fn common_name(pem_text: &str) -> Result<String, CommonNameError> {
     use x509_parser::prelude::{FromDer, X509Certificate, parse_x509_pem};
-    let (_, pem) = parse_x509_pem(pem_text.as_bytes())
-        .map_err(|e| CommonNameError::NotPem(e.to_string()))?;
+    let (_, pem) =
+        parse_x509_pem(pem_text.as_bytes()).map_err(|e| CommonNameError::NotPem(e.to_string()))?;
     let (_, cert) = X509Certificate::from_der(&pem.contents)
         .map_err(|e| CommonNameError::NotCertificate(e.to_string()))?;
     let cn = cert
