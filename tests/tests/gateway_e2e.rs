@@ -439,6 +439,61 @@ fn sighup_applies_new_rules_without_dropping_the_session() {
     gw.stop();
 }
 
+/// A reload that adds a group which sorts before alice's own: alice keeps exactly her
+/// own group's access (numbering groups by name order used to shift her session onto
+/// the new group's rules and off her own).
+#[test]
+fn a_reload_that_adds_a_group_keeps_every_live_member_on_its_own_rules() {
+    if !privilege::check("a_reload_that_adds_a_group_keeps_every_live_member_on_its_own_rules") {
+        return;
+    }
+    let mut gw = Running::start_configured(
+        "regroup",
+        "tls-crypt",
+        "udp/1194",
+        |c| {
+            c.without_authorizations()
+                .authorize_groups("10.10.0.10/32", ["engineering"])
+                .group("engineering", ["alice"])
+        },
+        |_| {},
+    );
+    gw.topo
+        .target
+        .exec(&["ip", "addr", "add", "10.10.0.30/24", "dev", "eth0"])
+        .unwrap();
+    let log = gw.connect(&[]);
+    let ping = |host: &str| gw.topo.client.exec(&["ping", "-c", "1", "-W", "2", host]);
+    ping("10.10.0.10").unwrap();
+    assert!(ping("10.10.0.20").is_err(), "only engineering's host");
+    // "auditors" sorts first; it gets 10.10.0.20, and everyone 10.10.0.30 (which shows
+    // when the reload is in force).
+    gw.lab_config
+        .clone()
+        .authorize_groups("10.10.0.20/32", ["auditors"])
+        .group("auditors", ["bob"])
+        .authorize_all_users("10.10.0.30/32")
+        .write(&gw.dir.join("gateway.toml"))
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_until("the new rules", Duration::from_secs(5), || {
+        ping("10.10.0.30").is_ok()
+    })
+    .unwrap();
+    ping("10.10.0.10").expect("alice lost her own group's host");
+    assert!(
+        ping("10.10.0.20").is_err(),
+        "alice reached the auditors' host"
+    );
+    let client = read_log(&log);
+    assert_eq!(
+        client.matches("Initialization Sequence Completed").count(),
+        1,
+        "the session was dropped:\n{client}"
+    );
+    gw.stop();
+}
+
 #[test]
 fn revoked_foreign_and_unwrapped_clients_are_refused() {
     if !privilege::check("revoked_foreign_and_unwrapped_clients_are_refused") {

@@ -137,23 +137,37 @@ pub struct Route {
 }
 
 /// Group names numbered for the XDP group bitmaps, and the members from `[groups]`.
+///
+/// A parsed file numbers its groups in order of first mention. A running gateway keeps
+/// the numbers it gave out: on reload, [`Config::keep_group_ids`] gives every group
+/// that is still named its old number and new groups numbers nobody holds, so a group
+/// added or removed never shifts another's number (and with it a live session's
+/// access).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Groups {
-    /// Index = group number.
-    names: Vec<String>,
+    /// Index = group number; `None` where a number is free.
+    names: Vec<Option<String>>,
     /// Common name → its groups.
     members: BTreeMap<String, Vec<GroupId>>,
 }
 
 impl Groups {
+    /// Groups numbered in the order of `names`.
+    fn numbered(names: Vec<String>, members: BTreeMap<String, Vec<GroupId>>) -> Self {
+        Self {
+            names: names.into_iter().map(Some).collect(),
+            members,
+        }
+    }
+
     /// The number of a group, if the configuration names it.
     pub fn id(&self, name: &str) -> Option<GroupId> {
-        let i = self.names.iter().position(|n| n == name)?;
+        let i = self.names.iter().position(|n| n.as_deref() == Some(name))?;
         GroupId::new(u16::try_from(i).ok()?)
     }
 
     pub fn name(&self, id: GroupId) -> Option<&str> {
-        self.names.get(usize::from(id.get())).map(String::as_str)
+        self.names.get(usize::from(id.get()))?.as_deref()
     }
 
     /// Groups `[groups]` gives a certificate common name.
@@ -161,12 +175,84 @@ impl Groups {
         self.members.get(common_name).map_or(&[], Vec::as_slice)
     }
 
+    /// How many groups are named.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.names.iter().flatten().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
+    }
+
+    /// These groups numbered as `previous` numbered them where they share a name; the
+    /// others take the lowest numbers free. Returns the new numbering and, for each of
+    /// this numbering's ids, the id it becomes. `None` when the groups do not fit in
+    /// the numbers there are (they fit whenever this configuration alone does).
+    fn renumbered_like(&self, previous: &Groups) -> Option<(Groups, Vec<Option<GroupId>>)> {
+        let mut names: Vec<Option<String>> = Vec::new();
+        let mut map: Vec<Option<GroupId>> = vec![None; self.names.len()];
+        let place = |names: &mut Vec<Option<String>>, at: usize, name: &str| {
+            if names.len() <= at {
+                names.resize(at + 1, None);
+            }
+            names[at] = Some(name.to_string());
+        };
+        for (i, name) in self.names.iter().enumerate() {
+            if let Some(name) = name
+                && let Some(old) = previous.id(name)
+            {
+                place(&mut names, usize::from(old.get()), name);
+                map[i] = Some(old);
+            }
+        }
+        for (i, name) in self.names.iter().enumerate() {
+            let Some(name) = name else { continue };
+            if map[i].is_some() {
+                continue;
+            }
+            let free = (0..).find(|&at| names.get(at).is_none_or(Option::is_none))?;
+            let id = GroupId::new(u16::try_from(free).ok()?)?;
+            place(&mut names, free, name);
+            map[i] = Some(id);
+        }
+        let renumber = |id: &GroupId| map.get(usize::from(id.get())).copied().flatten();
+        let members = self
+            .members
+            .iter()
+            .map(|(cn, ids)| (cn.clone(), ids.iter().filter_map(renumber).collect()))
+            .collect();
+        Some((Groups { names, members }, map))
+    }
+}
+
+impl Config {
+    /// Renumbers this configuration's groups (and the rules that name them) as the
+    /// running `previous` numbered them: see [`Groups`]. Fails, changing nothing, when
+    /// the groups do not fit in the numbers `previous` leaves free.
+    pub fn keep_group_ids(&mut self, previous: &Groups) -> Result<(), ConfigError> {
+        let too_many = || ConfigError {
+            key: "groups".into(),
+            message: format!(
+                "{} groups cannot be numbered beside the {} in force (at most {} in all)",
+                self.groups.len(),
+                previous.len(),
+                gateway_ebpf_common::MAX_GROUPS
+            ),
+        };
+        let (groups, map) = self.groups.renumbered_like(previous).ok_or_else(too_many)?;
+        let mut authorization = self.authorization.clone();
+        for rule in &mut authorization {
+            if let crate::policy::Access::Group(id) = &mut rule.access {
+                *id = map
+                    .get(usize::from(id.get()))
+                    .copied()
+                    .flatten()
+                    .ok_or_else(too_many)?;
+            }
+        }
+        self.groups = groups;
+        self.authorization = authorization;
+        Ok(())
     }
 }
 

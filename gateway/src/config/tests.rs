@@ -407,3 +407,64 @@ fn loading_a_missing_file_says_so() {
     );
     assert!(err.to_string().contains("cannot read the file"), "{err}");
 }
+
+/// `FULL` with a group that sorts before every other, its rule, and without managers.
+const RELOADED: &str = r#"
+[endpoint]
+name = "corp-vpn"
+[tls]
+server_cert = "/etc/gateway/server.pem"
+server_key = "/etc/gateway/server.key"
+client_ca = "/etc/gateway/ca.pem"
+[[target]]
+interface = "eth1"
+[[authorize]]
+destination = "10.0.0.0/16"
+groups = ["engineering"]
+[[authorize]]
+destination = "10.9.0.0/16"
+groups = ["auditors"]
+[groups]
+auditors = ["dave"]
+engineering = ["alice", "bob"]
+"#;
+
+#[test]
+fn a_reloaded_configuration_keeps_the_numbers_of_the_groups_in_force() {
+    let running = Config::parse(FULL, "full").unwrap();
+    let mut fresh = Config::parse(RELOADED, "reloaded").unwrap();
+    // Parsed alone, the new group takes engineering's number: a live engineering
+    // member's bitmap would then select the auditors' rules.
+    assert_eq!(
+        fresh.groups.id("auditors"),
+        running.groups.id("engineering")
+    );
+    fresh.keep_group_ids(&running.groups).unwrap();
+    let eng = running.groups.id("engineering").unwrap();
+    let managers = running.groups.id("managers").unwrap();
+    assert_eq!(fresh.groups.id("engineering"), Some(eng));
+    // The new group takes the lowest free number: managers', who are gone (the reload
+    // takes the number from live managers before the new rules use it).
+    let auditors = fresh.groups.id("auditors").unwrap();
+    assert_eq!(auditors, managers);
+    assert_eq!(fresh.groups.id("managers"), None);
+    assert_eq!(fresh.groups.len(), 2);
+    assert_eq!(fresh.groups.of_common_name("alice"), [eng]);
+    assert_eq!(fresh.groups.of_common_name("dave"), [auditors]);
+    // The rules follow the numbers.
+    let access: Vec<_> = fresh.authorization.iter().map(|r| r.access).collect();
+    assert_eq!(
+        access,
+        [
+            crate::policy::Access::Group(eng),
+            crate::policy::Access::Group(auditors)
+        ]
+    );
+    // Reloading the same file again changes nothing.
+    let mut again = Config::parse(RELOADED, "reloaded").unwrap();
+    again.keep_group_ids(&fresh.groups).unwrap();
+    assert_eq!(
+        (again.groups, again.authorization),
+        (fresh.groups, fresh.authorization)
+    );
+}

@@ -405,7 +405,7 @@ fn groups(raw: &RawConfig, p: &mut Problems) -> Groups {
             format!("{} groups; at most {MAX_GROUPS}", names.len()),
         );
     }
-    Groups { names, members }
+    Groups::numbered(names, members)
 }
 
 fn authorization(raw: &RawConfig, groups: &Groups, p: &mut Problems) -> Vec<AuthorizationRule> {

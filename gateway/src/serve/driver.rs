@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
 use super::{
-    Now, Output, Server, TAP_PEER_MAC,
+    Now, Output, Regroup, Server, TAP_PEER_MAC,
     server::session_info,
     setup::Running,
     tcp::{StreamEvent, accept_streams},
@@ -54,6 +54,16 @@ impl Xdp {
         }
         if let Err(e) = self.edge.insert_peer(peer_id, lease) {
             error!(%lease, peer_id, "admitting the peer-id in XDP: {e}");
+        }
+    }
+
+    /// A live session's groups changed (a reload).
+    pub fn set_groups(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
+        if let Err(e) = self
+            .policy
+            .insert_session(lease, session_info(peer_id, groups))
+        {
+            error!(%lease, peer_id, "changing the session's groups in XDP: {e}");
         }
     }
 
@@ -239,7 +249,7 @@ pub(super) async fn run(
                     log_counters("counters", &server, &counts.2);
                 }
             },
-            _ = hangup.recv() => reload(config_path, &config, &mut plane.xdp).await,
+            _ = hangup.recv() => reload(config_path, &config, &mut server, &mut plane.xdp).await,
             _ = &mut shutdown => {
                 log_counters("shutting down", &server, &plane.workers.totals());
                 server.close_all(Now::system());
@@ -300,19 +310,31 @@ pub(super) fn mode_name(workers: &Workers) -> &'static str {
     }
 }
 
-/// SIGHUP: routes and authorization rules from the file again, swapped in whole;
-/// sessions stay up. Other changes need a restart. A reload right after another waits
-/// (without blocking the runtime) until the rule generation to refill is out of use.
-async fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
-    let fresh = match Config::load(config_path) {
+/// SIGHUP: routes, authorization rules and groups from the file again, swapped in
+/// whole; sessions stay up. Other changes need a restart.
+///
+/// Groups keep their numbers across reloads ([`Config::keep_group_ids`]), and the live
+/// sessions' XDP entries change with the rules in two steps, so that no packet is ever
+/// judged by one numbering's rules with the other's memberships: before the swap a
+/// session keeps only the groups both numberings agree on, after it the new ones. A
+/// reload right after another waits (without blocking the runtime) until the rule
+/// generation to refill is out of use.
+async fn reload(config_path: &Path, running: &Config, server: &mut Server, xdp: &mut Xdp) {
+    let mut fresh = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             error!("reload refused, the rules in force stay: {e}");
             return;
         }
     };
-    if fresh.endpoint != running.endpoint || fresh.groups != running.groups {
-        warn!("reload applies routes and authorization rules only; other changes need a restart");
+    if fresh.endpoint != running.endpoint || fresh.tls != running.tls {
+        warn!(
+            "reload applies routes, authorization rules and groups only; other changes need a restart"
+        );
+    }
+    if let Err(e) = fresh.keep_group_ids(server.groups()) {
+        error!("reload refused, the rules in force stay: {e}");
+        return;
     }
     let compiled = match policy::compile_rules(&fresh, &lookup_interface) {
         Ok(compiled) => compiled,
@@ -324,12 +346,29 @@ async fn reload(config_path: &Path, running: &Config, xdp: &mut Xdp) {
     while let Some(ready) = xdp.policy.rules_ready_at() {
         tokio::time::sleep_until(ready.into()).await;
     }
+    let changes = server.regroup(&fresh.groups);
+    let set = |xdp: &mut Xdp, pick: fn(&Regroup) -> Vec<GroupId>| {
+        for change in &changes {
+            if let Some(lease) = change.lease {
+                xdp.set_groups(lease, change.peer_id, &pick(change));
+            }
+        }
+    };
+    set(xdp, Regroup::both);
     match xdp.policy.replace_rules(&compiled) {
-        Ok(()) => info!(
-            routes = compiled.routes.len(),
-            rules = compiled.authorization.len(),
-            "reloaded routes and authorization rules"
-        ),
-        Err(e) => error!("reload failed, the rules in force stay: {e}"),
+        Ok(()) => {
+            set(xdp, |c| c.after.clone());
+            server.set_groups(fresh.groups, &changes);
+            info!(
+                routes = compiled.routes.len(),
+                rules = compiled.authorization.len(),
+                sessions_regrouped = changes.len(),
+                "reloaded routes, authorization rules and groups"
+            );
+        }
+        Err(e) => {
+            set(xdp, |c| c.before.clone());
+            error!("reload failed, the rules and groups in force stay: {e}");
+        }
     }
 }

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 
 pub use self::driver::Xdp;
 pub use self::server::{
-    CarryRequest, Now, Output, Server, ServerError, TerminateError, banner, session_info,
+    CarryRequest, Now, Output, Regroup, Server, ServerError, TerminateError, banner, session_info,
 };
 pub use self::setup::session_config;
 

@@ -500,3 +500,42 @@ fn reset_replies_follow_the_configured_limit_and_zero_means_none() {
     let mut open = super::server::reset_limiter(&endpoint);
     assert!((0..100_000).all(|_| open.allow(now)));
 }
+
+#[test]
+fn a_reload_regroups_live_sessions_under_the_numbers_in_force() {
+    use gateway_tests::config::LabConfig;
+    let mut h = Harness::new("regroup", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    let peer_id = h.xdp.up[0].1;
+    let eng = h.server.groups().id("eng").unwrap();
+    assert_eq!(h.xdp.up[0].2, [eng]);
+    // The file now has a group that sorts first, with alice in it instead of eng.
+    let text = LabConfig::new("t", std::path::Path::new("/pki"))
+        .authorize_groups("10.10.0.0/24", ["eng"])
+        .authorize_groups("10.10.0.128/25", ["admins"])
+        .group("admins", ["alice"])
+        .group("eng", ["bob"])
+        .to_toml();
+    let mut fresh = crate::config::Config::parse(&text, "reloaded").unwrap();
+    fresh.keep_group_ids(h.server.groups()).unwrap();
+    assert_eq!(fresh.groups.id("eng"), Some(eng), "eng keeps its number");
+    let admins = fresh.groups.id("admins").unwrap();
+    let changes = h.server.regroup(&fresh.groups);
+    assert_eq!(
+        changes,
+        [crate::serve::Regroup {
+            peer_id,
+            lease: Some(lease),
+            before: vec![eng],
+            after: vec![admins],
+        }]
+    );
+    assert!(changes[0].both().is_empty(), "no group in common");
+    h.server.set_groups(fresh.groups.clone(), &changes);
+    assert!(h.server.regroup(&fresh.groups).is_empty(), "applied");
+    // New sessions are numbered the same way.
+    let mut bob = h.client("bob");
+    established(&h.pump(&mut bob, addr(3))).unwrap();
+    assert_eq!(h.xdp.up[1].2, [eng]);
+}

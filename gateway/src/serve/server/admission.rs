@@ -14,33 +14,107 @@ use gateway_proto::{
 use tracing::warn;
 
 use super::{Now, Server};
-use crate::policy::{GroupId, group_set};
+use crate::{
+    config::Groups,
+    policy::{GroupId, group_set},
+};
+
+/// A session whose groups a reload changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regroup {
+    pub peer_id: u32,
+    /// The session's lease once it is established (its XDP entry needs the new groups).
+    pub lease: Option<Ipv4Addr>,
+    pub before: Vec<GroupId>,
+    pub after: Vec<GroupId>,
+}
+
+impl Regroup {
+    /// The groups the old and the new numbering agree the session is in: what its XDP
+    /// entry may hold while the rules of either numbering are in force.
+    pub fn both(&self) -> Vec<GroupId> {
+        self.before
+            .iter()
+            .copied()
+            .filter(|g| self.after.contains(g))
+            .collect()
+    }
+}
 
 impl Server {
     /// A session's client proved its certificate and sent its key-method 2 message:
     /// settle its identity and groups, then admit it.
     pub(super) fn authenticate(&mut self, now: Now, peer_id: u32, request: &AuthRequest) {
         let cn = request.identity.common_name.clone().unwrap_or_default();
-        let groups = self.groups_of(&cn, request.identity.certificate.as_deref());
+        let groups = self.groups_of(
+            &self.config.groups,
+            &cn,
+            request.identity.certificate.as_deref(),
+        );
         self.admit(now, peer_id, cn, groups);
     }
 
-    /// The groups of a client: `[groups]` by common name, and the certificate's OUs
-    /// when `tls.groups_from_certificate_ou` is on (OUs no rule names are ignored).
-    fn groups_of(&self, common_name: &str, certificate: Option<&[u8]>) -> Vec<GroupId> {
-        let mut groups = self.config.groups.of_common_name(common_name).to_vec();
+    /// The groups of a client by `groups`: `[groups]` by common name, and the
+    /// certificate's OUs when `tls.groups_from_certificate_ou` is on (OUs no rule names
+    /// are ignored).
+    fn groups_of(
+        &self,
+        groups: &Groups,
+        common_name: &str,
+        certificate: Option<&[u8]>,
+    ) -> Vec<GroupId> {
+        let mut ids = groups.of_common_name(common_name).to_vec();
         if self.config.tls.groups_from_certificate_ou
             && let Some(der) = certificate
         {
             for ou in crate::pki::organizational_units(der) {
-                if let Some(id) = self.config.groups.id(&ou)
-                    && !groups.contains(&id)
+                if let Some(id) = groups.id(&ou)
+                    && !ids.contains(&id)
                 {
-                    groups.push(id);
+                    ids.push(id);
                 }
             }
         }
-        groups
+        ids
+    }
+
+    /// The groups in force for new sessions.
+    pub fn groups(&self) -> &Groups {
+        &self.config.groups
+    }
+
+    /// What `groups` (a reloaded configuration's, numbered by
+    /// `Config::keep_group_ids`) makes of every admitted session's groups: the sessions
+    /// whose groups change. Changes nothing; see [`Server::set_groups`].
+    pub fn regroup(&self, groups: &Groups) -> Vec<Regroup> {
+        let mut changes: Vec<Regroup> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.lease.is_some())
+            .filter_map(|(&peer_id, c)| {
+                let identity = c.session.identity();
+                let after = self.groups_of(groups, &c.common_name, identity.certificate.as_deref());
+                (after != c.groups).then(|| Regroup {
+                    peer_id,
+                    lease: c.lease.filter(|_| c.established_at.is_some()),
+                    before: c.groups.clone(),
+                    after,
+                })
+            })
+            .collect();
+        changes.sort_by_key(|c| c.peer_id);
+        changes
+    }
+
+    /// Takes `groups` for the sessions admitted from now on, and the groups `changes`
+    /// (from [`Server::regroup`]) give the admitted ones.
+    pub fn set_groups(&mut self, groups: Groups, changes: &[Regroup]) {
+        for change in changes {
+            if let Some(client) = self.clients.get_mut(&change.peer_id) {
+                client.groups = change.after.clone();
+            }
+        }
+        self.config.groups = groups;
     }
 
     /// Admits an authenticated client: a lease and its push, or AUTH_FAILED.

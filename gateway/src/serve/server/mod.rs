@@ -35,7 +35,7 @@ use gateway_proto::{
 };
 use tracing::{info, warn};
 
-pub use self::admission::{banner, session_info};
+pub use self::admission::{Regroup, banner, session_info};
 pub use self::connections::TerminateError;
 use self::registry::Client;
 use crate::{
