@@ -209,6 +209,20 @@ pub fn call(path: &Path, request: &Request) -> Result<Response> {
 }
 
 /// Connections as a table for people.
+/// `text` with control characters (terminal escapes, newlines) escaped, for a
+/// terminal: names come from certificates, which a CA may have filled with anything.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub fn connections_table(connections: &[Connection]) -> String {
     let mut out = format!(
         "{:<33} {:<16} {:<15} {:<22} {:<5} {:<11} {:>12} {:>12}\n",
@@ -217,8 +231,8 @@ pub fn connections_table(connections: &[Connection]) -> String {
     for c in connections {
         out.push_str(&format!(
             "{:<33} {:<16} {:<15} {:<22} {:<5} {:<11} {:>12} {:>12}\n",
-            c.connection_id,
-            c.username,
+            printable(&c.connection_id),
+            printable(&c.username),
             c.client_ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
             c.remote.to_string(),
             c.transport,
@@ -233,6 +247,36 @@ pub fn connections_table(connections: &[Connection]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_from_certificates_reach_the_terminal_escaped() {
+        assert_eq!(printable("alice"), "alice");
+        assert_eq!(printable("é ünïcode"), "é ünïcode");
+        assert_eq!(printable("\u{1b}[2Jroot\nok"), "\\u{1b}[2Jroot\\nok");
+        let connection = Connection {
+            connection_id: "cvpn-connection-0123456789abcdef0".into(),
+            username: "mallory\u{1b}]0;owned\u{7}".into(),
+            common_name: String::new(),
+            client_ip: None,
+            remote: "198.51.100.2:4000".parse().unwrap(),
+            transport: "udp".into(),
+            connection_established_time: None,
+            connection_end_time: None,
+            ingress_bytes: 0,
+            egress_bytes: 0,
+            ingress_packets: 0,
+            egress_packets: 0,
+            status: "active".into(),
+            status_message: String::new(),
+        };
+        let table = connections_table(&[connection]);
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert_eq!(table.lines().count(), 2);
+        assert!(table.contains("mallory\\u{1b}]0;owned\\u{7}"), "{table}");
+    }
 
     #[test]
     fn requests_and_responses_have_a_stable_json_form() {

@@ -228,12 +228,23 @@ impl Pki {
         name: &str,
         ciphers: &[Cipher],
     ) -> anyhow::Result<ClientConfig> {
+        ClientConfig::new(self.client_role_settings(name, ciphers)?)
+            .map_err(|e| anyhow::anyhow!("client config: {e}"))
+    }
+
+    /// The settings [`Pki::client_role_config`] builds on, for a caller that changes
+    /// some (an `auth-user-pass` username, say).
+    pub fn client_role_settings(
+        &self,
+        name: &str,
+        ciphers: &[Cipher],
+    ) -> anyhow::Result<ClientSettings> {
         let key = StaticKey::parse(&fs::read_to_string(self.tls_crypt_key())?)
             .map_err(|e| anyhow::anyhow!("tls-crypt key: {e}"))?;
         let certs = |path: &Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
             Ok(CertificateDer::pem_file_iter(path)?.collect::<Result<_, _>>()?)
         };
-        ClientConfig::new(ClientSettings {
+        Ok(ClientSettings {
             ca: certs(&self.ca_cert())?,
             cert_chain: certs(&self.client_cert(name))?,
             key: PrivateKeyDer::from_pem_file(self.client_key(name))?,
@@ -246,7 +257,6 @@ impl Pki {
             common: Common::new(Wrap::TlsCrypt(TlsCrypt::new(&key, Role::Client)))
                 .map_err(|e| anyhow::anyhow!("client settings: {e}"))?,
         })
-        .map_err(|e| anyhow::anyhow!("client config: {e}"))
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {

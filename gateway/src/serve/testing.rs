@@ -162,6 +162,19 @@ impl Harness {
         }
     }
 
+    /// Client `name` that also sends `username` and a password (`auth-user-pass`),
+    /// which nothing verifies.
+    pub fn client_claiming(&self, name: &str, username: &str) -> Session {
+        let mut settings = self
+            .pki
+            .client_role_settings(name, &[gateway_proto::data::Cipher::Aes256Gcm])
+            .unwrap();
+        settings.username = username.into();
+        settings.password = "anything".into();
+        let config = gateway_proto::session::ClientConfig::new(settings).unwrap();
+        Session::client(Arc::new(config), Instant::now(), unix()).unwrap()
+    }
+
     pub fn client(&self, name: &str) -> Session {
         let config = self
             .pki

@@ -539,3 +539,24 @@ fn a_reload_regroups_live_sessions_under_the_numbers_in_force() {
     established(&h.pump(&mut bob, addr(3))).unwrap();
     assert_eq!(h.xdp.up[1].2, [eng]);
 }
+
+#[test]
+fn a_claimed_username_is_not_an_identity_the_certificate_is() {
+    use crate::admin::Selector;
+    let mut h = Harness::new("claimed", "10.200.0.0/22");
+    // alice's certificate, and "bob" typed as her auth-user-pass username.
+    let mut alice = h.client_claiming("alice", "bob");
+    established(&h.pump(&mut alice, addr(2))).unwrap();
+    let listed = h.server.connections(Now::system());
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].username, "alice", "{:?}", listed[0]);
+    assert_eq!(listed[0].common_name, "alice");
+    // Nobody can end (or hide behind) bob's connections by claiming his name.
+    assert_eq!(
+        h.terminate(&Selector::Username("bob".into())),
+        Err(crate::serve::TerminateError::NoUserConnection("bob".into()))
+    );
+    assert_eq!(h.server.sessions(), 1);
+    let statuses = h.terminate(&Selector::Username("alice".into())).unwrap();
+    assert_eq!(statuses.len(), 1);
+}

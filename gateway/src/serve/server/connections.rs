@@ -82,9 +82,8 @@ impl Server {
             .filter(|(_, c)| c.established_at.is_some())
             .filter(|(_, c)| match selector {
                 Selector::ConnectionId(id) => c.connection_id == *id,
-                Selector::Username(name) => {
-                    c.common_name == *name || c.session.identity().username == *name
-                }
+                // The verified identity only (see `describe`).
+                Selector::Username(name) => c.common_name == *name,
             })
             .map(|(id, _)| *id)
             .collect();
@@ -142,13 +141,11 @@ fn describe(c: &Client, ended: Option<(SystemTime, &str)>) -> Connection {
         (None, Some(_)) => ("terminating", String::new()),
         (None, None) => ("active", String::new()),
     };
-    let username = match c.session.identity().username.as_str() {
-        "" => c.common_name.clone(),
-        name => name.to_string(),
-    };
     Connection {
         connection_id: c.connection_id.clone(),
-        username,
+        // The username a client sends with `auth-user-pass` is not verified by anything
+        // yet (no directory or SSO authentication): the identity is the certificate's.
+        username: c.common_name.clone(),
         common_name: c.common_name.clone(),
         client_ip: c.lease,
         remote: c.addr,
