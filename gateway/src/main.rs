@@ -436,9 +436,9 @@ fn export_client(
     )?;
     match output {
         Some(path) => {
-            std::fs::write(&path, profile)
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
+            // The profile carries the tls-crypt key and often the client's private key.
+            gateway::pki::write_secret(&path, profile.as_bytes())?;
+            eprintln!("wrote {} (mode 0600)", path.display());
         }
         None => print!("{profile}"),
     }

@@ -81,3 +81,34 @@ fn a_valid_file_is_summarised_and_problems_are_listed_with_their_keys() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_exported_profile_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("gw-cli-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = gateway::pki::Pki::init(&dir.join("pki"), "Export CA", "vpn.example.test").unwrap();
+    pki.issue_client("alice", None).unwrap();
+    let config = dir.join("gateway.toml");
+    gateway_tests::config::LabConfig::new("export", &dir.join("pki"))
+        .write(&config)
+        .unwrap();
+    let profile = dir.join("alice.ovpn");
+    let (ok, _, stderr) = gateway(&[
+        "export-client",
+        "--config",
+        config.to_str().unwrap(),
+        "--cert",
+        pki.client_cert("alice").to_str().unwrap(),
+        "--key",
+        pki.client_key("alice").to_str().unwrap(),
+        "-o",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    assert!(text.contains("PRIVATE KEY"), "the key is inlined");
+    let mode = std::fs::metadata(&profile).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a profile with keys in it is {mode:o}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -456,19 +456,31 @@ fn read(path: &Path) -> Result<String, PkiError> {
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a file;
-/// secrets are created readable by the owner only.
+/// secrets are created readable by the owner only. The temporary file is always a new
+/// one (`O_EXCL`, after removing a stale one), so it cannot be a file or link someone
+/// else made readable, and a secret is never readable on its way in.
 fn write(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError> {
     let tmp = path.with_extension("tmp");
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&tmp)(e)),
+    }
     let mut f = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(if secret { 0o600 } else { 0o644 })
         .open(&tmp)
         .map_err(io(&tmp))?;
     f.write_all(contents).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Writes a file that holds secrets (a client profile with its keys) as the PKI writes
+/// its keys: readable by the owner only, through a fresh temporary file and a rename.
+pub fn write_secret(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    write(path, contents, true)
 }
 
 #[cfg(test)]

@@ -150,3 +150,26 @@ fn hex_round_trips() {
     assert!(unhex("abc").is_none());
     assert!(unhex("zz").is_none());
 }
+
+#[test]
+fn a_secret_is_never_readable_through_a_temporary_file_left_behind() {
+    let dir = temp_dir("stale-tmp");
+    fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("alice.key");
+    // A stale (or planted) world-readable temporary file where the key will pass.
+    let tmp = key.with_extension("tmp");
+    fs::write(&tmp, "planted").unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+    write_secret(&key, b"-----BEGIN PRIVATE KEY-----").unwrap();
+    let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(fs::read(&key).unwrap(), b"-----BEGIN PRIVATE KEY-----");
+    assert!(!tmp.exists());
+    // A link planted as the temporary file is replaced, not written through.
+    let elsewhere = dir.join("elsewhere");
+    std::os::unix::fs::symlink(&elsewhere, &tmp).unwrap();
+    write_secret(&key, b"second").unwrap();
+    assert!(!elsewhere.exists(), "written through the link");
+    assert_eq!(fs::read(&key).unwrap(), b"second");
+    let _ = fs::remove_dir_all(&dir);
+}
