@@ -121,14 +121,22 @@ pub struct TerminateStatus {
 }
 
 /// Binds the admin socket at `path`: the directory is created, a stale socket file is
-/// replaced (a live one — another gateway answering — is an error), and the socket is
-/// made readable and writable by its owner only.
+/// replaced (a live one — another gateway answering — is an error, and so is anything
+/// at the path that is not a socket: a configuration mistake must not delete a file),
+/// and the socket is made readable and writable by its owner only.
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating {} for the admin socket", dir.display()))?;
     }
-    if path.exists() {
+    if let Ok(existing) = std::fs::symlink_metadata(path) {
+        if !existing.file_type().is_socket() {
+            bail!(
+                "admin.socket {}: something that is not a socket is there; not replacing it",
+                path.display()
+            );
+        }
         if UnixStream::connect(path).is_ok() {
             bail!(
                 "admin.socket {}: another gateway is answering there",
@@ -143,6 +151,23 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
     Ok(listener)
+}
+
+/// Which file the socket at `path` is, to recognise our own later: device, inode and
+/// change time (an inode number is soon reused once a file is removed).
+pub fn socket_identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
+}
+
+/// Removes the admin socket at `path` if it is still the one we bound (`ours`, from
+/// [`socket_identity`] right after [`bind`]); a socket another gateway has bound there
+/// since, or any other file, stays.
+pub fn remove_if_ours(path: &Path, ours: Option<(u64, u64, i64, i64)>) {
+    if ours.is_some() && socket_identity(path) == ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Serves admin clients on `listener`: each request goes to `requests` with a channel
@@ -247,6 +272,37 @@ pub fn connections_table(connections: &[Connection]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_stale_socket_is_ever_removed() {
+        let dir = std::env::temp_dir().join(format!("gw-admin-own-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A file that is not a socket (a mistyped admin.socket) is left alone.
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, "[endpoint]").unwrap();
+        let refused = runtime.block_on(async { bind(&config) }).unwrap_err();
+        assert!(refused.to_string().contains("not a socket"), "{refused}");
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "[endpoint]");
+        // Our socket goes at shutdown; one bound in its place since stays.
+        let path = dir.join("admin.sock");
+        let first = runtime.block_on(async { bind(&path) }).unwrap();
+        let ours = socket_identity(&path);
+        drop(first);
+        // Past a coarse clock tick, as another gateway starting later would be.
+        std::thread::sleep(Duration::from_millis(20));
+        let second = runtime.block_on(async { bind(&path) }).unwrap();
+        remove_if_ours(&path, ours);
+        assert!(path.exists(), "removed a socket that is not ours");
+        remove_if_ours(&path, socket_identity(&path));
+        assert!(!path.exists());
+        drop(second);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn names_from_certificates_reach_the_terminal_escaped() {

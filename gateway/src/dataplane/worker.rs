@@ -20,7 +20,7 @@ use std::{
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::{Events, Interest, Poll, Token, Waker, unix::SourceFd};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{
     afxdp::{self, AfXdp, XskBinding},
@@ -138,10 +138,12 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("gw-worker-{index}"))
                 .spawn(move || {
-                    if let Some(cpu) = cpu {
-                        pin_to(cpu, index);
-                    }
-                    worker.run(poll);
+                    abort_on_panic(&format!("data-plane worker {index}"), move || {
+                        if let Some(cpu) = cpu {
+                            pin_to(cpu, index);
+                        }
+                        worker.run(poll);
+                    });
                 })?;
             handles.push(Handle {
                 commands,
@@ -220,6 +222,18 @@ impl Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Runs `f`; if it panics, logs that and aborts the process. A worker that died
+/// quietly would leave its queue's sessions unserved while the gateway looks healthy;
+/// aborting lets the supervisor (systemd) restart the whole gateway, and clients
+/// reconnect.
+pub fn abort_on_panic(what: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        error!("{what} panicked; aborting so that the supervisor restarts the gateway");
+        eprintln!("{what} panicked; aborting so that the supervisor restarts the gateway");
+        std::process::abort();
     }
 }
 
@@ -316,5 +330,44 @@ impl Worker {
                 Err(TryRecvError::Empty) => return true,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Set in the child process the test below starts.
+    const CHILD: &str = "GATEWAY_TEST_PANICKING_WORKER";
+
+    #[test]
+    fn a_panicking_worker_aborts_the_process_instead_of_dying_alone() {
+        if std::env::var_os(CHILD).is_some() {
+            let worker = std::thread::spawn(|| {
+                super::abort_on_panic("data-plane worker 7", || panic!("a bug"));
+            });
+            let _ = worker.join();
+            // Only reached if the panic did not take the process down.
+            std::process::exit(0);
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "dataplane::worker::tests::a_panicking_worker_aborts_the_process_instead_of_dying_alone",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{:?}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains("data-plane worker 7 panicked; aborting"),
+            "{stderr}"
+        );
     }
 }

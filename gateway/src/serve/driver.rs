@@ -169,6 +169,7 @@ pub(super) async fn run(
         tcp,
     } = running;
     let admin = crate::admin::bind(&config.admin.socket)?;
+    let admin_socket = crate::admin::socket_identity(&config.admin.socket);
     let (admin_tx, mut admin_requests) = tokio::sync::mpsc::channel(16);
     tokio::spawn(crate::admin::serve(admin, admin_tx));
     let (stream_tx, mut streams) = tokio::sync::mpsc::channel::<StreamEvent>(1024);
@@ -255,7 +256,7 @@ pub(super) async fn run(
                 server.close_all(Now::system());
                 plane.apply_all(&mut server);
                 plane.workers.stop();
-                let _ = std::fs::remove_file(&config.admin.socket);
+                crate::admin::remove_if_ours(&config.admin.socket, admin_socket);
                 return Ok(());
             }
         }
