@@ -56,6 +56,8 @@ struct Endpoint {
     hard_reset_rate: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reset_replies: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rekey_interval_secs: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -149,6 +151,7 @@ impl LabConfig {
                 keepalive_timeout_secs: None,
                 hard_reset_rate: None,
                 reset_replies: None,
+                rekey_interval_secs: None,
             },
             tls: Tls {
                 server_cert: text(pki_dir.join(pki_files::SERVER_CERT)),
@@ -231,6 +234,12 @@ impl LabConfig {
     pub fn keepalive(mut self, interval_secs: u32, timeout_secs: u32) -> Self {
         self.endpoint.keepalive_interval_secs = Some(interval_secs);
         self.endpoint.keepalive_timeout_secs = Some(timeout_secs);
+        self
+    }
+
+    /// `endpoint.rekey_interval_secs` (0 = never).
+    pub fn rekey_interval_secs(mut self, secs: u32) -> Self {
+        self.endpoint.rekey_interval_secs = Some(secs);
         self
     }
 

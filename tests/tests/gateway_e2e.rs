@@ -583,6 +583,42 @@ fn garbage_at_the_listen_port_does_not_disturb_a_connected_client() {
     gw.stop();
 }
 
+/// The gateway rotates data keys on its own (`endpoint.rekey_interval_secs`; the
+/// exported profile says `reneg-sec 0`): ping keeps answering across the rekeys the
+/// stock client sees.
+#[test]
+fn the_gateway_rekeys_on_its_own_schedule_and_traffic_keeps_flowing() {
+    if !privilege::check("the_gateway_rekeys_on_its_own_schedule_and_traffic_keeps_flowing") {
+        return;
+    }
+    let mut gw = Running::start_configured(
+        "server-rekey",
+        "tls-crypt",
+        "udp/1194",
+        |c| c.rekey_interval_secs(4),
+        |_| {},
+    );
+    let log = gw.connect(&[]);
+    // 40 pings 0.25 s apart: about 10 s, two or more rekeys.
+    let out = gw
+        .topo
+        .client
+        .exec(&["ping", "-c", "40", "-i", "0.25", "-W", "1", "10.10.0.10"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&log)));
+    let client = read_log(&log);
+    // Each key is a TLS session of its own.
+    let keys = client.matches("Control Channel: TLS").count();
+    assert!(
+        keys >= 3,
+        "expected the first key and two rekeys, saw {keys}:\n{client}"
+    );
+    assert!(
+        out.contains("40 packets transmitted, 40 received"),
+        "pings lost across a rekey:\n{out}"
+    );
+    gw.stop();
+}
+
 #[test]
 fn tcp_keeps_flowing_through_repeated_rekeys() {
     if !privilege::check("tcp_keeps_flowing_through_repeated_rekeys") {

@@ -91,7 +91,8 @@ fn every_endpoint_setter_shows_up_in_the_parsed_config() {
             .session_timeout_hours(8)
             .keepalive(1, 3)
             .hard_reset_rate(0)
-            .reset_replies(0),
+            .reset_replies(0)
+            .rekey_interval_secs(5),
     );
     let e = &c.endpoint;
     assert_eq!(e.public_interface, "ens5");
@@ -107,6 +108,7 @@ fn every_endpoint_setter_shows_up_in_the_parsed_config() {
     assert_eq!(e.session_timeout, Duration::from_secs(8 * 3600));
     assert_eq!((e.keepalive_interval, e.keepalive_timeout), (1, 3));
     assert_eq!((e.hard_reset_rate, e.reset_replies), (0, 0));
+    assert_eq!(e.rekey_interval, Duration::from_secs(5));
 }
 
 #[test]

@@ -66,6 +66,9 @@ pub struct Endpoint {
     /// Pushed as `ping-restart`: the client restarts after this much silence; the server
     /// ends a session after twice this (as OpenVPN's `keepalive` does).
     pub keepalive_timeout: u32,
+    /// The server starts a new data-channel key this long after the last (OpenVPN's
+    /// `reneg-sec`); zero never.
+    pub rekey_interval: Duration,
 }
 
 /// A transport and port the gateway listens on.

@@ -80,6 +80,8 @@ pub struct RawEndpoint {
     pub keepalive_interval_secs: u32,
     #[serde(default = "default_keepalive_timeout")]
     pub keepalive_timeout_secs: u32,
+    #[serde(default = "default_rekey_interval")]
+    pub rekey_interval_secs: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +185,11 @@ fn default_keepalive_interval() -> u32 {
 
 fn default_keepalive_timeout() -> u32 {
     60
+}
+
+/// OpenVPN's `reneg-sec` default.
+fn default_rekey_interval() -> u32 {
+    3600
 }
 
 fn default_tls_auth_digest() -> String {

@@ -89,6 +89,11 @@ fn defaults_fill_everything_but_identity_and_pki() {
         (c.endpoint.keepalive_interval, c.endpoint.keepalive_timeout),
         (10, 60)
     );
+    assert_eq!(
+        c.endpoint.rekey_interval,
+        Duration::from_secs(3600),
+        "OpenVPN's reneg-sec"
+    );
     assert_eq!(c.admin.socket, Path::new("/run/gateway/admin.sock"));
     assert_eq!(
         c.dataplane,
@@ -228,6 +233,11 @@ fn every_error_names_its_key() {
             "name = \"corp-vpn\"",
             "name = \"x\"\nkeepalive_interval_secs = 10\nkeepalive_timeout_secs = 15",
             "endpoint.keepalive_timeout_secs: 15 must be at least twice endpoint.keepalive_interval_secs (10)",
+        ),
+        (
+            "name = \"corp-vpn\"",
+            "name = \"x\"\nrekey_interval_secs = 2",
+            "endpoint.rekey_interval_secs: 2 is not 0 (never) or 4 to 86400 seconds",
         ),
         (
             "[dataplane]\nmode = \"sockets\"",

@@ -20,6 +20,10 @@ const SESSION_TIMEOUT_HOURS: [u32; 4] = [8, 10, 12, 24];
 const MAX_DNS_SERVERS: usize = 2;
 const MAX_BANNER_CHARS: usize = 1400;
 /// One worker per TAP queue; Linux gives a TAP device at most 256 queues.
+/// Shortest and longest rekey interval: below a few seconds a rekey would overlap the
+/// previous one's transition; above the longest session (24 h) it never happens.
+const MIN_REKEY_SECS: u32 = 4;
+const MAX_REKEY_SECS: u32 = 24 * 3600;
 const MAX_WORKERS: usize = crate::dataplane::tap::MAX_QUEUES;
 const MAX_KEEPALIVE_SECS: u32 = 3600;
 
@@ -203,6 +207,17 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
             ),
         );
     }
+    if raw.rekey_interval_secs != 0
+        && !(MIN_REKEY_SECS..=MAX_REKEY_SECS).contains(&raw.rekey_interval_secs)
+    {
+        p.add(
+            "endpoint.rekey_interval_secs",
+            format!(
+                "{} is not 0 (never) or {MIN_REKEY_SECS} to {MAX_REKEY_SECS} seconds",
+                raw.rekey_interval_secs
+            ),
+        );
+    }
     for (i, host) in raw.remote_hosts.iter().enumerate() {
         if host.is_empty()
             || host.len() > 253
@@ -231,6 +246,7 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
         reset_replies: raw.reset_replies,
         reset_replies_period: Duration::from_secs(u64::from(raw.reset_replies_period_secs)),
         keepalive_interval: raw.keepalive_interval_secs,
+        rekey_interval: Duration::from_secs(u64::from(raw.rekey_interval_secs)),
         keepalive_timeout: raw.keepalive_timeout_secs,
     })
 }

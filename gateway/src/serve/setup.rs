@@ -55,7 +55,7 @@ pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
         bail!("{}", list(&problems));
     }
     let material = tls::load(&config.tls).map_err(|p| anyhow::anyhow!("{}", list(&p)))?;
-    let (session_config, wrap) = session_config(material, Renegotiation::default())?;
+    let (session_config, wrap) = session_config(material, renegotiation(&config.endpoint))?;
 
     let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     if forwarding.trim() != "1" {
@@ -127,6 +127,24 @@ pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
     })
 }
 
+/// Packets (sent plus received) after which a data-channel key is replaced, below the
+/// AEAD usage limits: TLS 1.3 allows AES-GCM 2^24.5 full 16 KiB records per key (about
+/// 2^34.5 cipher blocks); 2^27 packets of at most 1,500 bytes are under 2^33.6 blocks,
+/// and far below the packet-id space (2^32). At a gigabit of full packets that is a new
+/// key about every 25 minutes.
+pub const REKEY_PACKETS: u64 = 1 << 27;
+
+/// When the server sessions start a new data-channel key: `endpoint.rekey_interval_secs`
+/// and [`REKEY_PACKETS`] (whoever carried the packets; the data plane reports when a
+/// limit is reached).
+pub fn renegotiation(endpoint: &crate::config::Endpoint) -> Renegotiation {
+    Renegotiation {
+        seconds: endpoint.rekey_interval.as_secs(),
+        bytes: 0,
+        packets: REKEY_PACKETS,
+    }
+}
+
 /// The first UDP and the first TCP listen entry; others are logged as not served.
 fn served_listeners(config: &Config) -> (Option<Listen>, Option<Listen>) {
     let listen = &config.endpoint.listen;
@@ -143,8 +161,8 @@ fn served_listeners(config: &Config) -> (Option<Listen>, Option<Listen>) {
 
 /// The server role's session settings from the TLS material: the three AEAD ciphers in
 /// the gateway's order of preference, key export and cc-exit on, and the renegotiation
-/// limits (`gateway serve` sets none: the exported profile says `reneg-sec 0`); and the
-/// listener's control-channel wrap.
+/// limits ([`renegotiation`]; the exported profile says `reneg-sec 0`, so the server
+/// decides); and the listener's control-channel wrap.
 pub fn session_config(
     material: tls::TlsMaterial,
     renegotiation: Renegotiation,

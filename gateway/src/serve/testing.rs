@@ -125,15 +125,16 @@ impl Harness {
     /// With `ou`, groups also come from certificate OUs, and dave (in no `[groups]`
     /// entry) carries OU=eng.
     pub fn build(tag: &str, client_cidr: &str, ou: bool) -> Self {
-        Self::build_with(tag, client_cidr, ou, Renegotiation::default())
+        Self::build_with(tag, client_cidr, ou, None)
     }
 
-    /// [`Harness::build`] with the server sessions' renegotiation limits.
+    /// [`Harness::build`] with the server sessions' renegotiation limits (`None`: what
+    /// `gateway serve` derives from the configuration).
     pub fn build_with(
         tag: &str,
         client_cidr: &str,
         ou: bool,
-        renegotiation: Renegotiation,
+        renegotiation: Option<Renegotiation>,
     ) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-serve-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -150,6 +151,7 @@ impl Harness {
             .to_toml();
         let config = Config::parse(&text, "t").unwrap();
         let material = tls::load(&config.tls).unwrap();
+        let renegotiation = renegotiation.unwrap_or_else(|| super::renegotiation(&config.endpoint));
         let (session_config, wrap) = super::session_config(material, renegotiation).unwrap();
         let server = Server::new(config, Arc::new(session_config), wrap, &[7u8; 32]).unwrap();
         Self {

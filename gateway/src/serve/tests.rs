@@ -103,7 +103,7 @@ fn reneg_bytes_rekeys_on_traffic_only_the_data_plane_carried() {
         bytes: 4_000,
         ..Renegotiation::default()
     };
-    let mut h = Harness::build_with("reneg", "10.200.0.0/22", false, limits);
+    let mut h = Harness::build_with("reneg", "10.200.0.0/22", false, Some(limits));
     let mut alice = h.client("alice");
     let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
     let peer_id = h.xdp.up[0].1;
@@ -559,4 +559,36 @@ fn a_claimed_username_is_not_an_identity_the_certificate_is() {
     assert_eq!(h.server.sessions(), 1);
     let statuses = h.terminate(&Selector::Username("alice".into())).unwrap();
     assert_eq!(statuses.len(), 1);
+}
+
+#[test]
+fn the_server_rotates_data_keys_by_time_without_being_asked() {
+    // The settings `gateway serve` takes from the configuration (rekey every hour);
+    // the client never starts a rekey itself (its profile says reneg-sec 0).
+    let mut h = Harness::new("rekey-time", "10.200.0.0/22");
+    assert_eq!(
+        super::renegotiation(&h.server.config.endpoint).seconds,
+        3600
+    );
+    let mut alice = h.client("alice");
+    let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+    let peer_id = h.xdp.up[0].1;
+    let first = h.xdp.carried(peer_id).unwrap().data.clone();
+    let start = Instant::now();
+    // Busy, so the keepalive never ends the session; a step every 30 s for 61 minutes.
+    for step in 1..=122u64 {
+        let at = start + std::time::Duration::from_secs(30 * step);
+        h.xdp.carried(peer_id).unwrap().activity.received(at);
+        h.timeout(at);
+        for d in std::mem::take(&mut h.outbox) {
+            let _ = alice.handle_datagram(Instant::now(), &d.bytes);
+        }
+        h.pump(&mut alice, addr(2));
+    }
+    let now = h.xdp.carried(peer_id).expect("still carried").data.clone();
+    assert_ne!(now.send_key, first.send_key, "no new key after an hour");
+    let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"new key");
+    let (_, datagram) = h.xdp.worker_seal(&back).unwrap();
+    alice.handle_datagram(Instant::now(), &datagram).unwrap();
+    assert_eq!(alice.poll_event(), Some(Event::Packet(back)));
 }
