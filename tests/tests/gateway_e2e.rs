@@ -494,6 +494,41 @@ fn a_reload_that_adds_a_group_keeps_every_live_member_on_its_own_rules() {
     gw.stop();
 }
 
+/// Revoking a connected user's certificate and reloading ends the session at once: the
+/// stock client is told to stop (HALT) and exits; the connection is listed as ended
+/// with the reason.
+#[test]
+fn a_certificate_revoked_while_connected_is_ended_by_the_reload() {
+    if !privilege::check("a_certificate_revoked_while_connected_is_ended_by_the_reload") {
+        return;
+    }
+    let mut gw = Running::start("revoke-live", true);
+    let log = gw.connect(&[]);
+    gw.topo
+        .client
+        .exec(&["ping", "-c", "1", "-W", "2", "10.10.0.10"])
+        .unwrap();
+    let pid = gw.client_pid.unwrap();
+    gw.pki.revoke("alice").unwrap();
+    let asked = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_until("the client to exit", Duration::from_secs(15), || {
+        !gw.lab.is_running(pid)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", read_log(&log)));
+    let client = read_log(&log);
+    assert!(client.contains("certificate revoked"), "{client}");
+    wait_until("the connection listed as ended", Duration::from_secs(10), || {
+        gw.connections()
+            .iter()
+            .any(|c| c.common_name == "alice" && c.status == "terminated")
+    })
+    .unwrap();
+    assert_eq!(gw.connections()[0].status_message, "certificate revoked");
+    eprintln!("revoked session ended {:?} after SIGHUP", asked.elapsed());
+    gw.stop();
+}
+
 #[test]
 fn revoked_foreign_and_unwrapped_clients_are_refused() {
     if !privilege::check("revoked_foreign_and_unwrapped_clients_are_refused") {

@@ -177,6 +177,9 @@ pub struct ServerSettings {
     pub ca: Vec<CertificateDer<'static>>,
     /// Certificate revocation lists of those CAs.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Refuse every client while a CRL is past its `nextUpdate` (OpenVPN's and AWS
+    /// Client VPN's behaviour); false: an expired CRL still counts.
+    pub enforce_crl_expiry: bool,
     /// Our certificate chain, leaf first.
     pub cert_chain: Vec<CertificateDer<'static>>,
     /// Our private key.
@@ -202,9 +205,12 @@ impl ServerConfig {
         }
         let provider = provider();
         let roots = Arc::new(root_store(&settings.ca)?);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-            .with_crls(settings.crls)
-            .build()?;
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .with_crls(settings.crls);
+        if settings.enforce_crl_expiry {
+            verifier = verifier.enforce_revocation_expiration();
+        }
+        let verifier = verifier.build()?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(settings.tls_versions.versions())
             .map_err(ConfigError::Tls)?

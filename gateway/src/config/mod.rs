@@ -105,6 +105,16 @@ pub struct Tls {
     /// tls-auth instead of tls-crypt: the key file and the HMAC digest.
     pub tls_auth: Option<(PathBuf, AuthDigest)>,
     pub groups_from_certificate_ou: bool,
+    pub expired_crl: ExpiredCrl,
+}
+
+/// `tls.expired_crl`: what a CRL past its `nextUpdate` means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiredCrl {
+    /// Every client is refused until the CRL is renewed (OpenVPN, AWS Client VPN).
+    Refuse,
+    /// Logged as an error; the expired CRL still revokes what it lists.
+    Warn,
 }
 
 /// The HMAC of tls-auth.

@@ -101,6 +101,9 @@ pub struct RawTls {
     /// Also take groups from the client certificate's OU attributes.
     #[serde(default)]
     pub groups_from_certificate_ou: bool,
+    /// What an expired CRL means: "refuse" (every client) or "warn".
+    #[serde(default = "default_expired_crl")]
+    pub expired_crl: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +193,10 @@ fn default_keepalive_timeout() -> u32 {
 /// OpenVPN's `reneg-sec` default.
 fn default_rekey_interval() -> u32 {
     3600
+}
+
+fn default_expired_crl() -> String {
+    "refuse".into()
 }
 
 fn default_tls_auth_digest() -> String {

@@ -9,8 +9,8 @@ use gateway_ebpf_common::{MAX_AUTHZ_RULES, MAX_GROUPS, MAX_ROUTES};
 use ipnet::Ipv4Net;
 
 use super::{
-    Admin, AuthDigest, Config, ConfigError, Dataplane, DataplaneMode, Endpoint, Groups, Listen,
-    Route, Target, Tls, Transport,
+    Admin, AuthDigest, Config, ConfigError, Dataplane, DataplaneMode, Endpoint, ExpiredCrl, Groups,
+    Listen, Route, Target, Tls, Transport,
     raw::{RawAuthorize, RawConfig, RawEndpoint, RawTls},
 };
 use crate::policy::{Access, AuthorizationRule, GroupId};
@@ -295,6 +295,17 @@ fn tls(raw: &RawTls, p: &mut Problems) -> Tls {
             .map(|v| path("tls.tls_crypt_key", v, p)),
         tls_auth: tls_auth(raw, p),
         groups_from_certificate_ou: raw.groups_from_certificate_ou,
+        expired_crl: match raw.expired_crl.as_str() {
+            "refuse" => ExpiredCrl::Refuse,
+            "warn" => ExpiredCrl::Warn,
+            other => {
+                p.add(
+                    "tls.expired_crl",
+                    format!("{other:?} is not one of \"refuse\", \"warn\""),
+                );
+                ExpiredCrl::Refuse
+            }
+        },
     }
 }
 

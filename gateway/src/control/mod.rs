@@ -1,6 +1,6 @@
-//! The control plane: listeners, sessions, authentication and the address pool. Landed
-//! so far: the address pool and the TLS material loader (the rule compiler is
-//! `crate::policy`).
+//! Control-plane support: the address pool, the TLS material loader and the CRL checks
+//! (the sessions are `crate::serve::server`, the rule compiler `crate::policy`).
 
+pub mod crl;
 pub mod pool;
 pub mod tls;

@@ -41,6 +41,31 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
+/// The CRLs in the PEM file `path` (at least one), for `tls.crl`.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| problem("tls.crl", path, e))?;
+    if crls.is_empty() {
+        return Err(problem("tls.crl", path, "holds no PEM CRL"));
+    }
+    Ok(crls)
+}
+
+impl TlsMaterial {
+    /// The same material with other CRLs (a reload re-reads `tls.crl` only).
+    pub fn with_crls(&self, crls: Vec<CertificateRevocationListDer<'static>>) -> Self {
+        Self {
+            cert_chain: self.cert_chain.clone(),
+            key: self.key.clone_key(),
+            client_ca: self.client_ca.clone(),
+            crls,
+            tls_crypt_key: self.tls_crypt_key.clone(),
+            tls_auth: self.tls_auth.clone(),
+        }
+    }
+}
+
 /// Loads everything `tls` names; all problems are returned together.
 pub fn load(tls: &Tls) -> Result<TlsMaterial, Vec<ConfigError>> {
     let mut errors = Vec::new();
@@ -72,17 +97,7 @@ pub fn load(tls: &Tls) -> Result<TlsMaterial, Vec<ConfigError>> {
         .map_err(|e| errors.push(e))
         .ok();
     let crls = match &tls.crl {
-        Some(path) => CertificateRevocationListDer::pem_file_iter(path)
-            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| errors.push(problem("tls.crl", path, e)))
-            .ok()
-            .filter(|crls| {
-                let empty = crls.is_empty();
-                if empty {
-                    errors.push(problem("tls.crl", path, "holds no PEM CRL"));
-                }
-                !empty
-            }),
+        Some(path) => load_crls(path).map_err(|e| errors.push(e)).ok(),
         None => Some(Vec::new()),
     };
     let tls_crypt_key = match &tls.tls_crypt_key {
@@ -143,6 +158,7 @@ mod tests {
             tls_crypt_key: Some(pki.tls_crypt_key()),
             tls_auth: None,
             groups_from_certificate_ou: false,
+            expired_crl: crate::config::ExpiredCrl::Refuse,
         }
     }
 

@@ -307,8 +307,26 @@ impl Pki {
     }
 
     fn write_crl(&self, index: &mut Index) -> Result<(), PkiError> {
-        index.crl_number += 1;
         let now = OffsetDateTime::now_utc();
+        self.write_crl_dated(index, now, now + Duration::days(CRL_DAYS))
+    }
+
+    /// Writes a CRL that expired yesterday (tests of the expiry policy).
+    #[cfg(test)]
+    pub(crate) fn write_expired_crl(&self) -> Result<(), PkiError> {
+        let mut index = self.load()?;
+        let now = OffsetDateTime::now_utc();
+        self.write_crl_dated(&mut index, now - Duration::days(2), now - Duration::days(1))?;
+        self.save(&index)
+    }
+
+    fn write_crl_dated(
+        &self,
+        index: &mut Index,
+        now: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<(), PkiError> {
+        index.crl_number += 1;
         let revoked = index
             .cert
             .iter()
@@ -329,7 +347,7 @@ impl Pki {
             .collect::<Result<Vec<_>, PkiError>>()?;
         let crl = CertificateRevocationListParams {
             this_update: now,
-            next_update: now + Duration::days(CRL_DAYS),
+            next_update,
             crl_number: SerialNumber::from(index.crl_number),
             issuing_distribution_point: None,
             revoked_certs: revoked,

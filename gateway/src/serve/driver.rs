@@ -23,6 +23,7 @@ use super::{
 use crate::{
     admin::{Request as AdminRequest, Response as AdminResponse},
     config::Config,
+    control::tls,
     dataplane::{
         carry::{Carried, Peer},
         counters::{Counter, Totals},
@@ -165,6 +166,7 @@ pub(super) async fn run(
         workers,
         tap,
         mut reports,
+        tls,
         udp,
         tcp,
     } = running;
@@ -250,7 +252,10 @@ pub(super) async fn run(
                     log_counters("counters", &server, &counts.2);
                 }
             },
-            _ = hangup.recv() => reload(config_path, &config, &mut server, &mut plane.xdp).await,
+            _ = hangup.recv() => {
+                reload_crl(&config, &tls, &mut server);
+                reload(config_path, &config, &mut server, &mut plane.xdp).await;
+            }
             _ = &mut shutdown => {
                 log_counters("shutting down", &server, &plane.workers.totals());
                 server.close_all(Now::system());
@@ -308,6 +313,22 @@ pub(super) fn mode_name(workers: &Workers) -> &'static str {
         "sockets"
     } else {
         "afxdp"
+    }
+}
+
+/// SIGHUP: `tls.crl` again (see [`super::setup::reload_crl`]): new clients are checked
+/// against it, and live sessions whose certificate it now revokes are told to stop
+/// (HALT) and end. A CRL that does not parse or is not signed by a client CA is
+/// refused, and the one in force stays.
+fn reload_crl(running: &Config, base: &tls::TlsMaterial, server: &mut Server) {
+    match super::setup::reload_crl(running, base) {
+        Ok(Some((config, revocations))) => {
+            server.set_session_config(std::sync::Arc::new(config));
+            let ended = server.end_revoked(Now::system(), &revocations);
+            info!(revoked_sessions = ended, "reloaded the CRL");
+        }
+        Ok(None) => {}
+        Err(e) => error!("CRL reload refused, the CRL in force stays: {e:#}"),
     }
 }
 

@@ -26,7 +26,9 @@ pub use self::driver::Xdp;
 pub use self::server::{
     CarryRequest, Now, Output, Regroup, Server, ServerError, TerminateError, banner, session_info,
 };
-pub use self::setup::{REKEY_PACKETS, renegotiation, session_config};
+pub use self::setup::{
+    REKEY_PACKETS, SessionPolicy, check_crls, reload_crl, renegotiation, session_config,
+};
 
 /// Name of the TAP device of the socket-mode seam.
 pub const TAP_NAME: &str = "gw-tap0";

@@ -15,12 +15,12 @@ use gateway_proto::{
     wrap::{AuthDigest as WrapDigest, TlsAuth, TlsCrypt, Wrap},
 };
 use ring::rand::{SecureRandom, SystemRandom};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{Server, TAP_NAME, TAP_PEER_MAC, driver::Xdp};
 use crate::{
-    config::{AuthDigest, Config, DataplaneMode, Listen, Transport},
-    control::{pool::AddressPool, tls},
+    config::{AuthDigest, Config, DataplaneMode, ExpiredCrl, Listen, Transport},
+    control::{crl::Revocations, pool::AddressPool, tls},
     dataplane::{
         afxdp::{AfXdp, XskRole},
         carry::Report,
@@ -43,6 +43,8 @@ pub(super) struct Running {
     pub workers: Workers,
     pub tap: Arc<Tap>,
     pub reports: tokio::sync::mpsc::Receiver<Report>,
+    /// The TLS material read at start (without CRLs): a reload re-reads `tls.crl` only.
+    pub tls: tls::TlsMaterial,
     /// The listen entries served: one UDP and one TCP at most.
     pub udp: Option<Listen>,
     pub tcp: Option<Listen>,
@@ -55,7 +57,9 @@ pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
         bail!("{}", list(&problems));
     }
     let material = tls::load(&config.tls).map_err(|p| anyhow::anyhow!("{}", list(&p)))?;
-    let (session_config, wrap) = session_config(material, renegotiation(&config.endpoint))?;
+    check_crls(&config.tls, &material)?;
+    let tls_base = material.with_crls(Vec::new());
+    let (session_config, wrap) = session_config(material, SessionPolicy::of(&config))?;
 
     let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     if forwarding.trim() != "1" {
@@ -122,6 +126,7 @@ pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
         workers,
         tap,
         reports,
+        tls: tls_base,
         udp,
         tcp,
     })
@@ -145,6 +150,60 @@ pub fn renegotiation(endpoint: &crate::config::Endpoint) -> Renegotiation {
     }
 }
 
+/// What the server sessions take from the configuration beside the TLS material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    pub renegotiation: Renegotiation,
+    /// `tls.expired_crl = "refuse"`: no client gets in while a CRL is expired.
+    pub enforce_crl_expiry: bool,
+}
+
+impl SessionPolicy {
+    pub fn of(config: &Config) -> Self {
+        Self {
+            renegotiation: renegotiation(&config.endpoint),
+            enforce_crl_expiry: config.tls.expired_crl == ExpiredCrl::Refuse,
+        }
+    }
+}
+
+/// Checks the CRLs of `material` against its client CAs (each must be signed by one),
+/// and says loudly when they have expired: with `tls.expired_crl = "refuse"` no client
+/// gets in until `tls.crl` is renewed.
+pub fn check_crls(tls: &crate::config::Tls, material: &tls::TlsMaterial) -> Result<Revocations> {
+    let revocations = Revocations::check(&material.crls, &material.client_ca)
+        .map_err(|e| anyhow::anyhow!("tls.crl: {e}"))?;
+    if revocations.expired(std::time::SystemTime::now()) {
+        let path = tls.crl.as_deref().unwrap_or(std::path::Path::new("-"));
+        match tls.expired_crl {
+            ExpiredCrl::Refuse => error!(
+                crl = %path.display(),
+                "tls.crl has expired: every client is refused until it is renewed (gateway pki crl)"
+            ),
+            ExpiredCrl::Warn => warn!(
+                crl = %path.display(),
+                "tls.crl has expired (tls.expired_crl = \"warn\": it still counts); renew it (gateway pki crl)"
+            ),
+        }
+    }
+    Ok(revocations)
+}
+
+/// `tls.crl` read again (a reload), checked as at start ([`check_crls`]): the session
+/// settings for new clients with it, and what it revokes. `None` without `tls.crl`.
+pub fn reload_crl(
+    config: &Config,
+    base: &tls::TlsMaterial,
+) -> Result<Option<(ServerConfig, Revocations)>> {
+    let Some(path) = &config.tls.crl else {
+        return Ok(None);
+    };
+    let material = base.with_crls(tls::load_crls(path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let revocations = check_crls(&config.tls, &material)?;
+    let (session, _) = session_config(material, SessionPolicy::of(config))?;
+    Ok(Some((session, revocations)))
+}
+
 /// The first UDP and the first TCP listen entry; others are logged as not served.
 fn served_listeners(config: &Config) -> (Option<Listen>, Option<Listen>) {
     let listen = &config.endpoint.listen;
@@ -165,7 +224,7 @@ fn served_listeners(config: &Config) -> (Option<Listen>, Option<Listen>) {
 /// decides); and the listener's control-channel wrap.
 pub fn session_config(
     material: tls::TlsMaterial,
-    renegotiation: Renegotiation,
+    policy: SessionPolicy,
 ) -> Result<(ServerConfig, Wrap)> {
     let wrap = match (&material.tls_crypt_key, &material.tls_auth) {
         (Some(key), _) => Wrap::TlsCrypt(TlsCrypt::new(key, Role::Server)),
@@ -183,6 +242,7 @@ pub fn session_config(
     let config = ServerConfig::new(ServerSettings {
         ca: material.client_ca,
         crls: material.crls,
+        enforce_crl_expiry: policy.enforce_crl_expiry,
         cert_chain: material.cert_chain,
         key: material.key,
         tls_versions: TlsVersions::default(),
@@ -197,7 +257,7 @@ pub fn session_config(
             dyn_tls_crypt: false,
         },
         common: Common {
-            renegotiation,
+            renegotiation: policy.renegotiation,
             ..Common::new(wrap.clone()).map_err(|e| anyhow::anyhow!("session settings: {e}"))?
         },
     })

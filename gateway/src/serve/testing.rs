@@ -151,8 +151,11 @@ impl Harness {
             .to_toml();
         let config = Config::parse(&text, "t").unwrap();
         let material = tls::load(&config.tls).unwrap();
-        let renegotiation = renegotiation.unwrap_or_else(|| super::renegotiation(&config.endpoint));
-        let (session_config, wrap) = super::session_config(material, renegotiation).unwrap();
+        let mut policy = super::SessionPolicy::of(&config);
+        if let Some(renegotiation) = renegotiation {
+            policy.renegotiation = renegotiation;
+        }
+        let (session_config, wrap) = super::session_config(material, policy).unwrap();
         let server = Server::new(config, Arc::new(session_config), wrap, &[7u8; 32]).unwrap();
         Self {
             server,

@@ -592,3 +592,60 @@ fn the_server_rotates_data_keys_by_time_without_being_asked() {
     alice.handle_datagram(Instant::now(), &datagram).unwrap();
     assert_eq!(alice.poll_event(), Some(Event::Packet(back)));
 }
+
+#[test]
+fn a_reloaded_crl_ends_the_sessions_it_revokes_and_refuses_them_after() {
+    use gateway_proto::session::CloseReason;
+    let mut h = Harness::new("crl-reload", "10.200.0.0/22");
+    let mut alice = h.client("alice");
+    let mut bob = h.client("bob");
+    established(&h.pump(&mut alice, addr(2))).unwrap();
+    established(&h.pump(&mut bob, addr(3))).unwrap();
+    h.pki.revoke("alice").unwrap();
+    let base = crate::control::tls::load(&h.server.config.tls).unwrap();
+    let (config, revocations) = super::reload_crl(&h.server.config, &base)
+        .unwrap()
+        .expect("tls.crl is set");
+    h.server.set_session_config(std::sync::Arc::new(config));
+    assert_eq!(h.server.end_revoked(Now::system(), &revocations), 1);
+    h.drain();
+    let events = h.pump(&mut alice, addr(2));
+    assert!(
+        matches!(closed(&events), Some(CloseReason::ServerHalt(m)) if m.contains("revoked")),
+        "{events:?}"
+    );
+    let listed = h.server.connections(Now::system());
+    let status: Vec<_> = listed
+        .iter()
+        .map(|c| (c.common_name.as_str(), c.status.as_str()))
+        .collect();
+    assert!(status.contains(&("alice", "terminating")), "{status:?}");
+    assert!(status.contains(&("bob", "active")), "{status:?}");
+    // Back again with the revoked certificate: refused in the handshake.
+    let mut again = h.client("alice");
+    let events = h.pump(&mut again, addr(4));
+    assert!(established(&events).is_none(), "{events:?}");
+}
+
+#[test]
+fn an_expired_crl_refuses_every_client_unless_configured_to_warn() {
+    for (policy, admitted) in [("refuse", false), ("warn", true)] {
+        let mut h = Harness::new(&format!("crl-expired-{policy}"), "10.200.0.0/22");
+        h.pki.write_expired_crl().unwrap();
+        h.server.config.tls.expired_crl = match policy {
+            "refuse" => crate::config::ExpiredCrl::Refuse,
+            _ => crate::config::ExpiredCrl::Warn,
+        };
+        let base = crate::control::tls::load(&h.server.config.tls).unwrap();
+        let (config, revocations) = super::reload_crl(&h.server.config, &base).unwrap().unwrap();
+        assert!(revocations.expired(std::time::SystemTime::now()));
+        h.server.set_session_config(std::sync::Arc::new(config));
+        let mut bob = h.client("bob");
+        let events = h.pump(&mut bob, addr(3));
+        assert_eq!(
+            established(&events).is_some(),
+            admitted,
+            "{policy}: {events:?}"
+        );
+    }
+}

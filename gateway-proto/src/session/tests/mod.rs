@@ -136,6 +136,7 @@ fn server_config(setup: &Setup) -> Arc<ServerConfig> {
         ServerConfig::new(ServerSettings {
             ca: vec![cert(setup.server_ca)],
             crls: vec![CertificateRevocationListDer::from_pem_slice(setup.server_crl).unwrap()],
+            enforce_crl_expiry: true,
             cert_chain: vec![cert(setup.server_cert)],
             key: key(setup.server_key),
             tls_versions: setup.tls,

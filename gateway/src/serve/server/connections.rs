@@ -135,8 +135,8 @@ fn describe(c: &Client, ended: Option<(SystemTime, &str)>) -> Connection {
     let traffic = c.activity.traffic();
     let (status, message) = match (ended, c.ending) {
         (Some((_, reason)), _) => ("terminated", reason.to_string()),
-        (None, Some(Ending::Terminated)) => {
-            ("terminating", Ending::Terminated.message().to_string())
+        (None, Some(ending @ (Ending::Terminated | Ending::Revoked))) => {
+            ("terminating", ending.message().to_string())
         }
         (None, Some(_)) => ("terminating", String::new()),
         (None, None) => ("active", String::new()),

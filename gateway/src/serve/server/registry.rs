@@ -20,6 +20,8 @@ use crate::{dataplane::activity::Activity, policy::GroupId};
 pub(super) enum Ending {
     SessionTimeout,
     Terminated,
+    /// The CRL now revokes the client's certificate.
+    Revoked,
     Shutdown,
 }
 
@@ -29,6 +31,7 @@ impl Ending {
         match self {
             Ending::SessionTimeout => "session timeout reached",
             Ending::Terminated => "terminated by the administrator",
+            Ending::Revoked => "certificate revoked",
             Ending::Shutdown => "the gateway is shutting down",
         }
     }
@@ -176,7 +179,7 @@ impl Server {
     /// message closes silently.
     pub(super) fn end(&mut self, now: Now, peer_id: u32, why: Ending) {
         let halt = match why {
-            Ending::Terminated => true,
+            Ending::Terminated | Ending::Revoked => true,
             Ending::SessionTimeout => self.config.endpoint.disconnect_on_session_timeout,
             Ending::Shutdown => false,
         };
@@ -196,6 +199,42 @@ impl Server {
             c.session.close(now.at);
         }
         self.drive(peer_id, now);
+    }
+
+    /// Ends the sessions whose client certificate `revocations` revokes (a reloaded
+    /// CRL): each client is told to stop (HALT) and its session ends as a terminated
+    /// one does. Returns how many.
+    pub fn end_revoked(
+        &mut self,
+        now: Now,
+        revocations: &crate::control::crl::Revocations,
+    ) -> usize {
+        let revoked: Vec<u32> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.ending.is_none())
+            .filter(|(_, c)| {
+                c.session
+                    .identity()
+                    .certificate
+                    .as_deref()
+                    .is_some_and(|der| revocations.revokes(der))
+            })
+            .map(|(&peer_id, _)| peer_id)
+            .collect();
+        for &peer_id in &revoked {
+            if let Some(c) = self.clients.get(&peer_id) {
+                info!(peer_id, cn = %c.common_name, "certificate revoked: ending the session");
+            }
+            self.end(now, peer_id, Ending::Revoked);
+        }
+        revoked.len()
+    }
+
+    /// The TLS and session settings for sessions that start from now on (a reloaded
+    /// CRL); sessions in progress keep theirs.
+    pub fn set_session_config(&mut self, config: Arc<gateway_proto::session::ServerConfig>) {
+        self.session_config = config;
     }
 
     /// Ends every session at once (shutdown): clients are told to reconnect (the
