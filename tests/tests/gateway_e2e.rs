@@ -518,11 +518,15 @@ fn a_certificate_revoked_while_connected_is_ended_by_the_reload() {
     .unwrap_or_else(|e| panic!("{e}\n{}", read_log(&log)));
     let client = read_log(&log);
     assert!(client.contains("certificate revoked"), "{client}");
-    wait_until("the connection listed as ended", Duration::from_secs(10), || {
-        gw.connections()
-            .iter()
-            .any(|c| c.common_name == "alice" && c.status == "terminated")
-    })
+    wait_until(
+        "the connection listed as ended",
+        Duration::from_secs(10),
+        || {
+            gw.connections()
+                .iter()
+                .any(|c| c.common_name == "alice" && c.status == "terminated")
+        },
+    )
     .unwrap();
     assert_eq!(gw.connections()[0].status_message, "certificate revoked");
     eprintln!("revoked session ended {:?} after SIGHUP", asked.elapsed());
@@ -729,6 +733,56 @@ fn the_tcp_transport_works() {
     let (echoed, peer) = tcp_echo_to_target(&gw.topo, &[0x5a; 200]);
     assert_eq!(echoed, [0x5a; 200]);
     assert_eq!(peer.ip().to_string(), Topology::GATEWAY_TARGET_ADDR);
+    gw.stop();
+}
+
+/// 2,000 idle TCP connections from one source, against the systemd-default soft limit of
+/// 1,024 open files: the gateway raises its limit, refuses what is over the per-source
+/// cap at once, closes the idle ones that send nothing, and a real TCP client (from the
+/// same address) still connects.
+#[test]
+fn idle_tcp_connections_cannot_lock_real_clients_out() {
+    if !privilege::check("idle_tcp_connections_cannot_lock_real_clients_out") {
+        return;
+    }
+    let systemd_default = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 20_000,
+    };
+    // SAFETY: setrlimit reads one rlimit through the pointer, a live local; this test
+    // runs in a process of its own (nextest).
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &systemd_default) };
+    let mut gw = Running::start_with("tcp-idle", "tls-crypt", "tcp/1194", |_| {});
+    // Wait for the listener before flooding it.
+    wait_until("the TCP listener", Duration::from_secs(10), || {
+        gw.topo
+            .client
+            .run_in(|| std::net::TcpStream::connect(("198.51.100.1", 1194)).is_ok())
+            .unwrap_or(false)
+    })
+    .unwrap();
+    let idle: Vec<std::net::TcpStream> = gw
+        .topo
+        .client
+        .run_in(|| {
+            (0..2000)
+                .filter_map(|_| {
+                    std::net::TcpStream::connect_timeout(
+                        &SocketAddr::from(([198, 51, 100, 1], 1194)),
+                        Duration::from_millis(500),
+                    )
+                    .ok()
+                })
+                .collect()
+        })
+        .unwrap();
+    assert!(idle.len() > 1024, "only {} connections opened", idle.len());
+    let log = gw.connect(&[]);
+    gw.topo
+        .client
+        .exec(&["ping", "-c", "2", "-W", "3", "10.10.0.10"])
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&log)));
+    drop(idle);
     gw.stop();
 }
 

@@ -69,6 +69,9 @@ pub struct Endpoint {
     /// The server starts a new data-channel key this long after the last (OpenVPN's
     /// `reneg-sec`); zero never.
     pub rekey_interval: Duration,
+    /// Open TCP connections at most, in all and from one source address.
+    pub max_tcp_connections: usize,
+    pub max_tcp_connections_per_source: usize,
 }
 
 /// A transport and port the gateway listens on.

@@ -82,6 +82,10 @@ pub struct RawEndpoint {
     pub keepalive_timeout_secs: u32,
     #[serde(default = "default_rekey_interval")]
     pub rekey_interval_secs: u32,
+    #[serde(default = "default_max_tcp_connections")]
+    pub max_tcp_connections: u32,
+    #[serde(default = "default_max_tcp_connections_per_source")]
+    pub max_tcp_connections_per_source: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +192,15 @@ fn default_keepalive_interval() -> u32 {
 
 fn default_keepalive_timeout() -> u32 {
     60
+}
+
+fn default_max_tcp_connections() -> u32 {
+    4096
+}
+
+/// Enough for an office behind one NAT address; far below what exhausts descriptors.
+fn default_max_tcp_connections_per_source() -> u32 {
+    64
 }
 
 /// OpenVPN's `reneg-sec` default.

@@ -24,6 +24,9 @@ const MAX_BANNER_CHARS: usize = 1400;
 /// previous one's transition; above the longest session (24 h) it never happens.
 const MIN_REKEY_SECS: u32 = 4;
 const MAX_REKEY_SECS: u32 = 24 * 3600;
+/// Most TCP connections: each costs two descriptors' worth of kernel state and about
+/// 8 KiB of buffers.
+const MAX_TCP_CONNECTIONS: u32 = 100_000;
 const MAX_WORKERS: usize = crate::dataplane::tap::MAX_QUEUES;
 const MAX_KEEPALIVE_SECS: u32 = 3600;
 
@@ -218,6 +221,26 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
             ),
         );
     }
+    if !(1..=MAX_TCP_CONNECTIONS).contains(&raw.max_tcp_connections) {
+        p.add(
+            "endpoint.max_tcp_connections",
+            format!(
+                "{} is not 1 to {MAX_TCP_CONNECTIONS}",
+                raw.max_tcp_connections
+            ),
+        );
+    }
+    if raw.max_tcp_connections_per_source == 0
+        || raw.max_tcp_connections_per_source > raw.max_tcp_connections
+    {
+        p.add(
+            "endpoint.max_tcp_connections_per_source",
+            format!(
+                "{} is not 1 to endpoint.max_tcp_connections ({})",
+                raw.max_tcp_connections_per_source, raw.max_tcp_connections
+            ),
+        );
+    }
     for (i, host) in raw.remote_hosts.iter().enumerate() {
         if host.is_empty()
             || host.len() > 253
@@ -247,6 +270,8 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
         reset_replies_period: Duration::from_secs(u64::from(raw.reset_replies_period_secs)),
         keepalive_interval: raw.keepalive_interval_secs,
         rekey_interval: Duration::from_secs(u64::from(raw.rekey_interval_secs)),
+        max_tcp_connections: raw.max_tcp_connections as usize,
+        max_tcp_connections_per_source: raw.max_tcp_connections_per_source as usize,
         keepalive_timeout: raw.keepalive_timeout_secs,
     })
 }

@@ -66,7 +66,7 @@ impl Io {
                 let sent = self
                     .tx
                     .next_free()
-                    .is_some_and(|slot| writer.send(slot[..len].to_vec()).is_ok());
+                    .is_some_and(|slot| writer.try_send(slot[..len].to_vec()).is_ok());
                 if !sent {
                     carrier.count(Counter::SendErrors, 1);
                 }

@@ -39,8 +39,9 @@ pub const SEAL_AT: usize = DATA_V2_OVERHEAD - ETH_LEN;
 pub enum Peer {
     /// A UDP client at this address (sent from the worker's socket).
     Udp(SocketAddr),
-    /// A TCP client: sealed packets go to its connection's writer task, which frames them.
-    Stream(tokio::sync::mpsc::UnboundedSender<Vec<u8>>),
+    /// A TCP client: sealed packets go to its connection's writer task, which frames them
+    /// (a bounded queue: a client that stops reading loses packets).
+    Stream(tokio::sync::mpsc::Sender<Vec<u8>>),
 }
 
 /// A session as the workers carry it.
@@ -140,7 +141,7 @@ pub enum Outbound {
     },
     /// Hand the slot's first `len` bytes to a TCP connection's writer.
     Stream {
-        writer: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+        writer: tokio::sync::mpsc::Sender<Vec<u8>>,
         len: usize,
     },
     Discarded(Discard),

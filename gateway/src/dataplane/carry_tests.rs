@@ -305,7 +305,7 @@ fn replies_are_sealed_for_the_lease_they_are_addressed_to() {
 fn a_tcp_session_gets_its_packets_through_its_writer() {
     let counters = Arc::new(Counters::default());
     let mut carrier = Carrier::new(SEAM_MAC, PEER_MAC, counters);
-    let (writer, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (writer, _rx) = tokio::sync::mpsc::channel(4);
     let server_key = key(0, Role::Server, UsageLimits::default());
     carrier.apply(Command::Carry(carried(
         vec![server_key],

@@ -18,7 +18,7 @@ use super::{
     Now, Output, Regroup, Server, TAP_PEER_MAC,
     server::session_info,
     setup::Running,
-    tcp::{StreamEvent, accept_streams},
+    tcp::{Connection, Limits, StreamEvent, accept_streams},
 };
 use crate::{
     admin::{Request as AdminRequest, Response as AdminResponse},
@@ -84,8 +84,8 @@ struct Plane {
     xdp: Xdp,
     workers: Workers,
     tap: std::sync::Arc<Tap>,
-    /// Writers of the TCP connections, by client address.
-    tcp_writers: HashMap<SocketAddr, tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    /// The TCP connections, by client address.
+    tcp: HashMap<SocketAddr, Connection>,
 }
 
 impl Plane {
@@ -114,8 +114,8 @@ impl Plane {
             } => {
                 let peer = if request.udp {
                     Peer::Udp(request.addr)
-                } else if let Some(writer) = self.tcp_writers.get(&request.addr) {
-                    Peer::Stream(writer.clone())
+                } else if let Some(connection) = self.tcp.get(&request.addr) {
+                    Peer::Stream(connection.writer.clone())
                 } else {
                     // The connection is already gone; its close event ends the session.
                     return;
@@ -129,14 +129,21 @@ impl Plane {
                 });
             }
             Output::Transmit { to, bytes } => {
-                if let Some(writer) = self.tcp_writers.get(&to) {
-                    let _ = writer.send(bytes);
+                if let Some(connection) = self.tcp.get(&to) {
+                    // A full queue (a client that stopped reading) drops the packet; the
+                    // reliability layer resends control packets.
+                    let _ = connection.writer.try_send(bytes);
                 } else if let Some(socket) = self.workers.control_socket() {
                     // Non-blocking: a full socket buffer drops the datagram; the
                     // reliability layer resends control packets.
                     if let Err(e) = socket.send_to(&bytes, to) {
                         warn!(%to, "sending: {e}");
                     }
+                }
+            }
+            Output::CloseStream { to } => {
+                if let Some(connection) = self.tcp.remove(&to) {
+                    connection.close();
                 }
             }
             Output::ToSeam(packet) => {
@@ -179,13 +186,17 @@ pub(super) async fn run(
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], tcp.port)))
             .await
             .with_context(|| format!("binding {tcp}"))?;
-        tokio::spawn(accept_streams(listener, stream_tx));
+        let limits = Limits {
+            total: config.endpoint.max_tcp_connections,
+            per_source: config.endpoint.max_tcp_connections_per_source,
+        };
+        tokio::spawn(accept_streams(listener, stream_tx, limits));
     }
     let mut plane = Plane {
         xdp,
         workers,
         tap,
-        tcp_writers: HashMap::new(),
+        tcp: HashMap::new(),
     };
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sweep = tokio::time::interval(NAT_SWEEP_EVERY);
@@ -213,8 +224,8 @@ pub(super) async fn run(
         tokio::select! {
             Some(report) = reports.recv() => server.handle_report(Now::system(), report),
             Some(event) = streams.recv() => match event {
-                StreamEvent::Opened(from, writer) => {
-                    plane.tcp_writers.insert(from, writer);
+                StreamEvent::Opened(from, connection) => {
+                    plane.tcp.insert(from, connection);
                 }
                 StreamEvent::Packet(from, packet) => {
                     server.handle_stream_packet(Now::system(), from, &packet);
@@ -222,7 +233,7 @@ pub(super) async fn run(
                 StreamEvent::Closed(from) => {
                     server.stream_closed(Now::system(), from);
                     plane.apply_all(&mut server);
-                    plane.tcp_writers.remove(&from);
+                    plane.tcp.remove(&from);
                 }
             },
             _ = tokio::time::sleep_until(deadline) => server.handle_timeout(Now::system()),

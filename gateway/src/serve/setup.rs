@@ -68,6 +68,11 @@ pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
         );
     }
     let (udp, tcp) = served_listeners(&config);
+    if tcp.is_some() {
+        // Each TCP connection is a descriptor; the rest (sockets, TAP queues, AF_XDP,
+        // BPF maps, the admin socket, files a reload reads) fit in a margin.
+        raise_open_files(config.endpoint.max_tcp_connections as u64 + OPEN_FILES_MARGIN);
+    }
 
     let pool = AddressPool::new(config.endpoint.client_cidr);
     let workers = worker::worker_count(config.dataplane.workers);
@@ -202,6 +207,46 @@ pub fn reload_crl(
     let revocations = check_crls(&config.tls, &material)?;
     let (session, _) = session_config(material, SessionPolicy::of(config))?;
     Ok(Some((session, revocations)))
+}
+
+/// Descriptors beside the TCP connections.
+const OPEN_FILES_MARGIN: u64 = 1024;
+
+/// Raises the soft open-files limit to `want` (at most the hard limit), saying so; warns
+/// when even the hard limit is lower, since TCP connections beyond it fail to accept.
+fn raise_open_files(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through the pointer, a live local for the
+    // call, and keeps no pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur >= want {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(limit.rlim_max),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit through the pointer, a live local for the call,
+    // and keeps no pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        info!(
+            from = limit.rlim_cur,
+            to = raised.rlim_cur,
+            "raised the open-files limit for the TCP connections"
+        );
+    }
+    if raised.rlim_cur < want {
+        warn!(
+            limit = raised.rlim_cur,
+            want,
+            "the open-files hard limit is below endpoint.max_tcp_connections plus a margin: raise LimitNOFILE"
+        );
+    }
 }
 
 /// The first UDP and the first TCP listen entry; others are logged as not served.

@@ -44,7 +44,7 @@ pub struct Recorder {
     /// A worker's core, given every hand-over.
     pub carrier: Carrier,
     /// The receiving ends of TCP sessions' writers.
-    streams: Vec<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>,
+    streams: Vec<tokio::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 impl Default for Recorder {
@@ -73,7 +73,7 @@ impl Recorder {
                 let peer = if request.udp {
                     Peer::Udp(request.addr)
                 } else {
-                    let (writer, reader) = tokio::sync::mpsc::unbounded_channel();
+                    let (writer, reader) = tokio::sync::mpsc::channel(1024);
                     self.streams.push(reader);
                     Peer::Stream(writer)
                 };
@@ -99,6 +99,8 @@ pub struct Harness {
     pub outbox: Vec<Datagram>,
     /// Tunnel packets the server opened itself, for the seam.
     pub to_tap: Vec<Vec<u8>>,
+    /// TCP connections the server closed.
+    pub closed_streams: Vec<SocketAddr>,
     dir: std::path::PathBuf,
     pub xdp: Recorder,
 }
@@ -163,6 +165,7 @@ impl Harness {
             dir,
             outbox: Vec::new(),
             to_tap: Vec::new(),
+            closed_streams: Vec::new(),
             xdp: Recorder::default(),
         }
     }
@@ -203,6 +206,7 @@ impl Harness {
                 Output::Carry { peer_id, request } => self.xdp.carry(peer_id, request),
                 Output::Transmit { to, bytes } => self.outbox.push(Datagram { to, bytes }),
                 Output::ToSeam(packet) => self.to_tap.push(packet),
+                Output::CloseStream { to } => self.closed_streams.push(to),
             }
         }
     }
@@ -261,12 +265,34 @@ impl Harness {
     /// Exchanges packets between `client` (at `addr`) and the server until neither has
     /// anything to send; returns the client's events.
     pub fn pump(&mut self, client: &mut Session, addr: SocketAddr) -> Vec<Event> {
+        self.exchange(client, addr, false)
+    }
+
+    /// [`Harness::pump`] over the TCP transport: the client's packets arrive as a
+    /// stream's (deframed) packets from `addr`.
+    pub fn pump_stream(&mut self, client: &mut Session, addr: SocketAddr) -> Vec<Event> {
+        self.exchange(client, addr, true)
+    }
+
+    /// A packet deframed from the TCP connection of `from`, handled and drained.
+    pub fn stream_packet(&mut self, from: SocketAddr, bytes: &[u8]) {
+        self.server.handle_stream_packet(Now::system(), from, bytes);
+        self.drain();
+    }
+
+    fn exchange(&mut self, client: &mut Session, addr: SocketAddr, stream: bool) -> Vec<Event> {
         let mut events = Vec::new();
         for _ in 0..200 {
             let now = Instant::now();
             let mut moved = false;
             while let Some(t) = client.poll_transmit(now) {
-                self.datagram(now, addr, &t.contents);
+                if stream {
+                    self.server
+                        .handle_stream_packet(Now::at(now), addr, &t.contents);
+                    self.drain();
+                } else {
+                    self.datagram(now, addr, &t.contents);
+                }
                 moved = true;
             }
             for d in std::mem::take(&mut self.outbox) {

@@ -649,3 +649,21 @@ fn an_expired_crl_refuses_every_client_unless_configured_to_warn() {
         );
     }
 }
+
+#[test]
+fn tcp_connections_close_when_their_session_ends_or_never_starts() {
+    let mut h = Harness::new("tcp-close", "10.200.0.0/22");
+    // A first packet that is not a client's reset starts nothing: closed at once.
+    h.stream_packet(addr(7), &[0x38; 40]);
+    assert_eq!(h.closed_streams, [addr(7)]);
+    assert_eq!(h.server.sessions(), 0);
+    // A TCP session: its connection is closed when the session ends, after its last
+    // packet.
+    let mut alice = h.client("alice");
+    established(&h.pump_stream(&mut alice, addr(2))).expect("alice over TCP");
+    assert_eq!(h.closed_streams, [addr(7)]);
+    alice.close(Instant::now());
+    h.pump_stream(&mut alice, addr(2));
+    assert_eq!(h.server.sessions(), 0);
+    assert_eq!(h.closed_streams, [addr(7), addr(2)]);
+}

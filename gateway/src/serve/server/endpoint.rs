@@ -88,6 +88,7 @@ impl Server {
         }
         let Some(pid) = self.allocate_peer_id() else {
             warn!(%from, "no free peer-id");
+            self.wire.push_back(Output::CloseStream { to: from });
             return;
         };
         match Session::server_from_reset(
@@ -98,7 +99,12 @@ impl Server {
             bytes,
         ) {
             Ok(session) => self.add_client(pid.get(), session, from, false, now),
-            Err(e) => warn!(%from, "TCP session not started: {e}"),
+            Err(e) => {
+                self.dropped += 1;
+                self.quiet
+                    .warn(|held| warn!(%from, held, "TCP session not started: {e}"));
+                self.wire.push_back(Output::CloseStream { to: from });
+            }
         }
     }
 

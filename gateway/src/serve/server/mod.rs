@@ -115,6 +115,9 @@ pub enum Output {
     /// A tunnel packet the control plane opened itself (TCP sessions, data that raced
     /// a key hand-over), for the seam.
     ToSeam(Vec<u8>),
+    /// Close the TCP connection from `to` once what was sent to it is written: its
+    /// session ended, or its first packet started none.
+    CloseStream { to: SocketAddr },
 }
 
 /// The server could not be set up (our configuration, never a peer's doing).
@@ -153,6 +156,8 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     scheduled: HashMap<u32, Instant>,
     rng: ring::rand::SystemRandom,
+    /// Holds back repeated warnings about what clients send.
+    quiet: crate::serve::tcp::Quiet,
 }
 
 /// The limit on stateless reset replies from `endpoint.reset_replies` per
@@ -200,6 +205,7 @@ impl Server {
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
             rng: ring::rand::SystemRandom::new(),
+            quiet: Default::default(),
         })
     }
 

@@ -303,6 +303,9 @@ impl Server {
             }
             let _ = self.pool.release(lease);
         }
+        if !client.udp {
+            self.wire.push_back(Output::CloseStream { to: client.addr });
+        }
         info!(peer_id, cn = %client.common_name, from = %client.addr, reason, "disconnected");
         if client.established_at.is_some() {
             let reason = match client.ending {
