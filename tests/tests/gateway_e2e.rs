@@ -533,6 +533,29 @@ fn a_certificate_revoked_while_connected_is_ended_by_the_reload() {
     gw.stop();
 }
 
+/// A CRL rewritten on disk applies on its own, without a SIGHUP, within a second or so.
+#[test]
+fn a_crl_written_in_place_ends_revoked_sessions_without_a_reload() {
+    if !privilege::check("a_crl_written_in_place_ends_revoked_sessions_without_a_reload") {
+        return;
+    }
+    let mut gw = Running::start("revoke-watch", true);
+    let log = gw.connect(&[]);
+    let pid = gw.client_pid.unwrap();
+    let revoked = std::time::Instant::now();
+    gw.pki.revoke("alice").unwrap();
+    wait_until("the client to exit", Duration::from_secs(10), || {
+        !gw.lab.is_running(pid)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", read_log(&log)));
+    assert!(read_log(&log).contains("certificate revoked"));
+    eprintln!(
+        "revoked session's client gone {:?} after the CRL was written",
+        revoked.elapsed()
+    );
+    gw.stop();
+}
+
 #[test]
 fn revoked_foreign_and_unwrapped_clients_are_refused() {
     if !privilege::check("revoked_foreign_and_unwrapped_clients_are_refused") {

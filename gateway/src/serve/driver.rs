@@ -36,6 +36,16 @@ use crate::{
     xdp::{Edge, Policy},
 };
 
+/// How often the CRL file is looked at for a change.
+const CRL_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// What identifies the CRL file's content cheaply: modification time, size, inode.
+fn crl_stamp(config: &Config) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(config.tls.crl.as_ref()?).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
 /// How often idle NAT mappings are swept.
 const NAT_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -200,6 +210,8 @@ pub(super) async fn run(
     };
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sweep = tokio::time::interval(NAT_SWEEP_EVERY);
+    let mut crl_check = tokio::time::interval(CRL_CHECK_EVERY);
+    let mut crl_seen = crl_stamp(&config);
     let listen: Vec<String> = udp
         .iter()
         .chain(tcp.iter())
@@ -250,6 +262,15 @@ pub(super) async fn run(
                     AdminRequest::Dataplane => AdminResponse::Dataplane(dataplane_status(&plane.workers)),
                 };
                 let _ = reply.send(response);
+            },
+            _ = crl_check.tick() => {
+                // A CRL written in place (gateway pki revoke, a CA's distribution job)
+                // applies without a SIGHUP.
+                let stamp = crl_stamp(&config);
+                if stamp != crl_seen {
+                    crl_seen = stamp;
+                    reload_crl(&config, &tls, &mut server);
+                }
             },
             _ = sweep.tick() => {
                 match plane.xdp.policy.sweep_nat(monotonic_now_ns(), &NatTimeouts::default()) {

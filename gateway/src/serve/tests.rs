@@ -609,6 +609,24 @@ fn a_reloaded_crl_ends_the_sessions_it_revokes_and_refuses_them_after() {
     h.server.set_session_config(std::sync::Arc::new(config));
     assert_eq!(h.server.end_revoked(Now::system(), &revocations), 1);
     h.drain();
+    assert!(
+        matches!(h.xdp.carried.last(), Some((_, None))),
+        "the data plane let go"
+    );
+    // What alice sends before she hears she is out goes nowhere.
+    let lease = h.xdp.up[0].0;
+    alice
+        .send_data(
+            Instant::now(),
+            &ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"x"),
+        )
+        .unwrap();
+    let wire = alice.poll_transmit(Instant::now()).unwrap().contents;
+    h.datagram(Instant::now(), addr(2), &wire);
+    assert!(
+        h.to_tap.is_empty(),
+        "a revoked session's packet reached the seam"
+    );
     let events = h.pump(&mut alice, addr(2));
     assert!(
         matches!(closed(&events), Some(CloseReason::ServerHalt(m)) if m.contains("revoked")),

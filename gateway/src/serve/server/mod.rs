@@ -306,6 +306,9 @@ impl Server {
                 Event::Rekeyed(k) => {
                     info!(peer_id, key_id = k.key_id.get(), "rekeyed");
                 }
+                // A session the server is ending (terminated, revoked, timed out) carries
+                // nothing more while it tells the client and lingers.
+                Event::Packet(_) if client.ending.is_some() => {}
                 Event::Packet(p) => {
                     // Anti-spoofing per session: the TAP seam loses which session a packet
                     // came from (`inner` can only check that the source is some live
