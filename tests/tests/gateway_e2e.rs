@@ -173,6 +173,13 @@ impl Running {
         }
     }
 
+    /// Writes `config` as the gateway's file and sends SIGHUP (the gateway runs in this
+    /// process); returns at once.
+    fn reload(&self, config: &LabConfig) {
+        config.write(&self.dir.join("gateway.toml")).unwrap();
+        sighup();
+    }
+
     /// Connects the stock client with the exported profile plus `extra` options; returns
     /// its log once the tunnel is up.
     fn connect(&mut self, extra: &[&str]) -> std::path::PathBuf {
@@ -418,24 +425,18 @@ fn sighup_applies_new_rules_without_dropping_the_session() {
     ping("10.10.0.10").unwrap();
     assert!(ping("10.10.0.20").is_err(), "no rule allows 10.10.0.20 yet");
     // The one rule, 10.10.0.10/32, widened to the whole target network.
-    gw.lab_config
-        .clone()
-        .without_authorizations()
-        .authorize_all_users("10.10.0.0/24")
-        .write(&gw.dir.join("gateway.toml"))
-        .unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    gw.reload(
+        &gw.lab_config
+            .clone()
+            .without_authorizations()
+            .authorize_all_users("10.10.0.0/24"),
+    );
     wait_until("the new rules", Duration::from_secs(5), || {
         ping("10.10.0.20").is_ok()
     })
     .unwrap();
     ping("10.10.0.10").unwrap();
-    let client = read_log(&log);
-    assert_eq!(
-        client.matches("Initialization Sequence Completed").count(),
-        1,
-        "the session was dropped:\n{client}"
-    );
+    assert_one_session(&log);
     gw.stop();
 }
 
@@ -468,14 +469,13 @@ fn a_reload_that_adds_a_group_keeps_every_live_member_on_its_own_rules() {
     assert!(ping("10.10.0.20").is_err(), "only engineering's host");
     // "auditors" sorts first; it gets 10.10.0.20, and everyone 10.10.0.30 (which shows
     // when the reload is in force).
-    gw.lab_config
-        .clone()
-        .authorize_groups("10.10.0.20/32", ["auditors"])
-        .group("auditors", ["bob"])
-        .authorize_all_users("10.10.0.30/32")
-        .write(&gw.dir.join("gateway.toml"))
-        .unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    gw.reload(
+        &gw.lab_config
+            .clone()
+            .authorize_groups("10.10.0.20/32", ["auditors"])
+            .group("auditors", ["bob"])
+            .authorize_all_users("10.10.0.30/32"),
+    );
     wait_until("the new rules", Duration::from_secs(5), || {
         ping("10.10.0.30").is_ok()
     })
@@ -485,12 +485,7 @@ fn a_reload_that_adds_a_group_keeps_every_live_member_on_its_own_rules() {
         ping("10.10.0.20").is_err(),
         "alice reached the auditors' host"
     );
-    let client = read_log(&log);
-    assert_eq!(
-        client.matches("Initialization Sequence Completed").count(),
-        1,
-        "the session was dropped:\n{client}"
-    );
+    assert_one_session(&log);
     gw.stop();
 }
 
@@ -511,7 +506,7 @@ fn a_certificate_revoked_while_connected_is_ended_by_the_reload() {
     let pid = gw.client_pid.unwrap();
     gw.pki.revoke("alice").unwrap();
     let asked = std::time::Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    sighup();
     wait_until("the client to exit", Duration::from_secs(15), || {
         !gw.lab.is_running(pid)
     })
@@ -807,6 +802,21 @@ fn idle_tcp_connections_cannot_lock_real_clients_out() {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", read_log(&log)));
     drop(idle);
     gw.stop();
+}
+
+/// SIGHUP to this process, where the gateway under test runs.
+fn sighup() {
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGHUP).unwrap();
+}
+
+/// The client's log shows one tunnel start only: its session was never dropped.
+fn assert_one_session(log: &Path) {
+    let client = read_log(log);
+    assert_eq!(
+        client.matches("Initialization Sequence Completed").count(),
+        1,
+        "the session was dropped:\n{client}"
+    );
 }
 
 /// Sends one UDP packet with source `src` (any address) into `device`, raw.
