@@ -89,7 +89,8 @@ fn main() -> Result<()> {
         Scenario::Latency,
     ];
     if generated.into_iter().any(runs) {
-        let files = loadgen::raise_fd_limit(65_536);
+        // Each session is a socket.
+        let files = gateway::serve::raise_open_files(65_536).map_or(1024, |(_, now)| now);
         let mut bed = Bed::new(&dir.join("lab"))?;
         smoke(&mut bed, &gateway_bin).context("the load generator's smoke run")?;
         let mut capacity = None;

@@ -488,27 +488,3 @@ pub fn sockets(local: Ipv4Addr, server: SocketAddr, count: usize) -> io::Result<
         })
         .collect()
 }
-
-/// Raises the open-file limit towards `want` (each session is a socket) as far as the
-/// hard limit allows; returns the limit in force.
-pub fn raise_fd_limit(want: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes and setrlimit reads one rlimit through the pointer, each a
-    // live local for the call; neither keeps the pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: want.min(limit.rlim_max),
-            rlim_max: limit.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-            return raised.rlim_cur;
-        }
-    }
-    limit.rlim_cur
-}

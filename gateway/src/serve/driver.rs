@@ -57,24 +57,20 @@ pub struct Xdp {
 
 impl Xdp {
     pub fn session_up(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
-        if let Err(e) = self
-            .policy
-            .insert_session(lease, session_info(peer_id, groups))
-        {
-            error!(%lease, peer_id, "admitting the session in XDP: {e}");
-        }
+        self.set_groups(lease, peer_id, groups);
         if let Err(e) = self.edge.insert_peer(peer_id, lease) {
             error!(%lease, peer_id, "admitting the peer-id in XDP: {e}");
         }
     }
 
-    /// A live session's groups changed (a reload).
+    /// Writes the session's entry (lease → groups, peer-id): when it comes up, and when
+    /// a reload changes its groups.
     pub fn set_groups(&mut self, lease: Ipv4Addr, peer_id: u32, groups: &[GroupId]) {
         if let Err(e) = self
             .policy
             .insert_session(lease, session_info(peer_id, groups))
         {
-            error!(%lease, peer_id, "changing the session's groups in XDP: {e}");
+            error!(%lease, peer_id, "writing the session's groups in XDP: {e}");
         }
     }
 

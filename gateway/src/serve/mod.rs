@@ -27,7 +27,8 @@ pub use self::server::{
     CarryRequest, Now, Output, Regroup, Server, ServerError, TerminateError, banner, session_info,
 };
 pub use self::setup::{
-    REKEY_PACKETS, SessionPolicy, check_crls, reload_crl, renegotiation, session_config,
+    REKEY_PACKETS, SessionPolicy, check_crls, raise_open_files, reload_crl, renegotiation,
+    session_config,
 };
 
 /// Name of the TAP device of the socket-mode seam.

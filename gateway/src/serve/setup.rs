@@ -71,7 +71,7 @@ pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
     if tcp.is_some() {
         // Each TCP connection is a descriptor; the rest (sockets, TAP queues, AF_XDP,
         // BPF maps, the admin socket, files a reload reads) fit in a margin.
-        raise_open_files(config.endpoint.max_tcp_connections as u64 + OPEN_FILES_MARGIN);
+        raise_open_files_for_tcp(config.endpoint.max_tcp_connections as u64 + OPEN_FILES_MARGIN);
     }
 
     let pool = AddressPool::new(config.endpoint.client_cidr);
@@ -212,9 +212,9 @@ pub fn reload_crl(
 /// Descriptors beside the TCP connections.
 const OPEN_FILES_MARGIN: u64 = 1024;
 
-/// Raises the soft open-files limit to `want` (at most the hard limit), saying so; warns
-/// when even the hard limit is lower, since TCP connections beyond it fail to accept.
-fn raise_open_files(want: u64) {
+/// Raises the soft open-files limit of this process towards `want`, as far as the hard
+/// limit allows (never lowers it); returns the limits before and after.
+pub fn raise_open_files(want: u64) -> std::io::Result<(u64, u64)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -222,10 +222,10 @@ fn raise_open_files(want: u64) {
     // SAFETY: getrlimit writes one rlimit through the pointer, a live local for the
     // call, and keeps no pointer.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return;
+        return Err(std::io::Error::last_os_error());
     }
     if limit.rlim_cur >= want {
-        return;
+        return Ok((limit.rlim_cur, limit.rlim_cur));
     }
     let raised = libc::rlimit {
         rlim_cur: want.min(limit.rlim_max),
@@ -233,19 +233,33 @@ fn raise_open_files(want: u64) {
     };
     // SAFETY: setrlimit reads one rlimit through the pointer, a live local for the call,
     // and keeps no pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-        info!(
-            from = limit.rlim_cur,
-            to = raised.rlim_cur,
-            "raised the open-files limit for the TCP connections"
-        );
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    if raised.rlim_cur < want {
-        warn!(
-            limit = raised.rlim_cur,
-            want,
-            "the open-files hard limit is below endpoint.max_tcp_connections plus a margin: raise LimitNOFILE"
-        );
+    Ok((limit.rlim_cur, raised.rlim_cur))
+}
+
+/// [`raise_open_files`] for the TCP connections, saying so; warns when even the hard
+/// limit is lower, since TCP connections beyond it fail to accept.
+fn raise_open_files_for_tcp(want: u64) {
+    match raise_open_files(want) {
+        Ok((before, now)) => {
+            if now > before {
+                info!(
+                    from = before,
+                    to = now,
+                    "raised the open-files limit for the TCP connections"
+                );
+            }
+            if now < want {
+                warn!(
+                    limit = now,
+                    want,
+                    "the open-files hard limit is below endpoint.max_tcp_connections plus a margin: raise LimitNOFILE"
+                );
+            }
+        }
+        Err(e) => warn!("raising the open-files limit: {e}"),
     }
 }
 
