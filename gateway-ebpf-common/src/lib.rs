@@ -399,10 +399,14 @@ pub enum TargetStat {
     /// Of the translated: steered to a worker's AF_XDP socket (AF_XDP mode), with the
     /// session's peer-id in the XDP metadata ([`XskMeta`]).
     Steered,
+    /// Of the translated: TCP/UDP whose checksum a local sender left partial
+    /// (CHECKSUM_PARTIAL, as veth and bridge peers send): kept partial for the new
+    /// destination, finished by the kernel or by the worker that seals the frame.
+    PartialChecksum,
 }
 
 impl TargetStat {
-    pub const ALL: [TargetStat; 7] = [
+    pub const ALL: [TargetStat; 8] = [
         TargetStat::Translated,
         TargetStat::Redirected,
         TargetStat::PassedToKernel,
@@ -410,6 +414,7 @@ impl TargetStat {
         TargetStat::Drop,
         TargetStat::IcmpError,
         TargetStat::Steered,
+        TargetStat::PartialChecksum,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -422,6 +427,7 @@ impl TargetStat {
             TargetStat::Drop => "drop",
             TargetStat::IcmpError => "icmp_error",
             TargetStat::Steered => "steered",
+            TargetStat::PartialChecksum => "partial_checksum",
         }
     }
 }

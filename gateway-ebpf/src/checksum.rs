@@ -1,4 +1,5 @@
-//! Incremental Internet checksum updates (RFC 1624, eqn. 3) for header rewrites.
+//! Incremental Internet checksum updates (RFC 1624, eqn. 3) for header rewrites, and
+//! the partial form of TCP/UDP checksums that local senders leave to the device.
 
 /// The checksum `check` after a 16-bit word of the covered data changed `old` → `new`.
 /// All values are in network byte order, as they sit in the packet.
@@ -17,6 +18,35 @@ pub fn replace16(check: [u8; 2], old: [u8; 2], new: [u8; 2]) -> [u8; 2] {
 pub fn replace32(check: [u8; 2], old: [u8; 4], new: [u8; 4]) -> [u8; 2] {
     let check = replace16(check, [old[0], old[1]], [new[0], new[1]]);
     replace16(check, [old[2], old[3]], [new[2], new[3]])
+}
+
+/// A 32-bit one's-complement sum folded to 16 bits (not inverted).
+#[inline(always)]
+pub fn fold(sum: u32) -> u16 {
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// The sum of the TCP/UDP pseudo-header (addresses, protocol, L4 length), big-endian
+/// words as in [`replace16`].
+#[inline(always)]
+pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u16) -> u32 {
+    u32::from(u16::from_be_bytes([src[0], src[1]]))
+        + u32::from(u16::from_be_bytes([src[2], src[3]]))
+        + u32::from(u16::from_be_bytes([dst[0], dst[1]]))
+        + u32::from(u16::from_be_bytes([dst[2], dst[3]]))
+        + u32::from(protocol)
+        + u32::from(l4_len)
+}
+
+/// The value a sender's kernel leaves in a TCP/UDP checksum field it hands to the
+/// device to finish (CHECKSUM_PARTIAL): the folded pseudo-header sum, not inverted.
+/// Whoever finishes it sums the segment from the L4 header on, this field included,
+/// and stores the complement.
+#[inline(always)]
+pub fn partial_form(pseudo: u32) -> [u8; 2] {
+    fold(pseudo).to_be_bytes()
 }
 
 #[cfg(all(test, not(target_arch = "bpf")))]

@@ -1,6 +1,14 @@
 //! `target`: on each target ENI. Replies to translated client flows are rewritten back
 //! to the client's lease and forwarded towards the data plane; everything else passes to
 //! the host untouched.
+//!
+//! A reply from a local sender (a veth or bridge peer on this host) may carry a partial
+//! TCP/UDP checksum: the sender's kernel left the folded pseudo-header sum for the
+//! device to finish (CHECKSUM_PARTIAL), a state XDP cannot see. A field that holds
+//! exactly that value is kept in partial form for the rewritten addresses (an
+//! incremental update would corrupt it); whoever the frame reaches next finishes it: the
+//! kernel where it is still a socket buffer in that state, the worker that reads it from
+//! the TAP or an AF_XDP socket otherwise (`gateway::dataplane::frame`).
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -15,14 +23,15 @@ use gateway_ebpf_common::{
 };
 
 use crate::{
+    checksum::{partial_form, pseudo_header},
     forward::{Forwarded, forward},
     nat::{
         End, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, icmp_error_flow,
         reverse, rewrite, rewrite_icmp_error,
     },
     packet::{
-        ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REPLY, Ipv4Hdr, Transport, fragment,
-        header_at, ipv4_lengths, transport,
+        ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REPLY, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr,
+        Transport, fragment, header_at, header_at_mut, ipv4_lengths, transport,
     },
 };
 
@@ -112,6 +121,18 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
     let Some(client) = reverse(&reply, tcp_flags) else {
         return miss();
     };
+    let l4_len = (total_len - header_len) as u16;
+    let check_at = l4 + if reply.protocol == IPPROTO_UDP { 6 } else { 16 };
+    let partial = (reply.protocol == IPPROTO_TCP || reply.protocol == IPPROTO_UDP)
+        && header_at::<[u8; 2]>(ctx, check_at).is_some_and(|check| {
+            *check
+                == partial_form(pseudo_header(
+                    reply.src_addr,
+                    reply.dst_addr,
+                    reply.protocol,
+                    l4_len,
+                ))
+        });
     rewrite(
         ctx,
         l4,
@@ -120,6 +141,13 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
         client.client_port,
     )
     .map_err(|()| TargetStat::Drop)?;
+    if partial {
+        // Still partial, now over the client's address (ports are not in the
+        // pseudo-header, and the finisher sums them from the segment).
+        let pseudo = pseudo_header(reply.src_addr, client.client_addr, reply.protocol, l4_len);
+        *header_at_mut::<[u8; 2]>(ctx, check_at).ok_or(TargetStat::Drop)? = partial_form(pseudo);
+        count(TargetStat::PartialChecksum);
+    }
     Ok(towards_client(ctx, client.peer_id))
 }
 

@@ -45,7 +45,7 @@ pub enum Selector {
 pub enum Response {
     Connections { connections: Vec<Connection> },
     Terminated { statuses: Vec<TerminateStatus> },
-    Dataplane(DataplaneStatus),
+    Dataplane(Box<DataplaneStatus>),
     Error { message: String },
 }
 
@@ -58,6 +58,20 @@ pub struct DataplaneStatus {
     pub af_xdp_sockets: Vec<XskSocket>,
     /// The workers' counters, summed.
     pub counters: crate::dataplane::counters::Totals,
+    /// How translated packets leave through each target interface, and why.
+    #[serde(default)]
+    pub targets: Vec<crate::xdp::TargetSetup>,
+    /// The XDP programs' counters (summed over CPUs), by program and name.
+    #[serde(default)]
+    pub xdp: XdpCounters,
+}
+
+/// The counters of `edge`, `inner` and `target`, every one by name (zeros included).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpCounters {
+    pub edge: std::collections::BTreeMap<String, u64>,
+    pub inner: std::collections::BTreeMap<String, u64>,
+    pub target: std::collections::BTreeMap<String, u64>,
 }
 
 /// One AF_XDP socket: which program steers into it, where, and which worker reads it.
@@ -79,10 +93,34 @@ pub fn dataplane_text(status: &DataplaneStatus) -> String {
             s.role, s.ifindex, s.queue, s.worker
         );
     }
+    for t in &status.targets {
+        let path = match t.forwarding {
+            crate::xdp::Forwarding::XdpRedirect => "xdp-redirect",
+            crate::xdp::Forwarding::Kernel => "kernel",
+        };
+        out += &format!(
+            "target {} ifindex {} driver {} xdp {} forwarding {path} ({})\n",
+            t.interface, t.ifindex, t.driver, t.xdp_mode, t.reason
+        );
+    }
     let value = serde_json::to_value(status.counters).unwrap_or_default();
     if let Some(counters) = value.as_object() {
         for (name, n) in counters {
             out += &format!("{name} {n}\n");
+        }
+    }
+    for (program, counters) in [
+        ("edge", &status.xdp.edge),
+        ("inner", &status.xdp.inner),
+        ("target", &status.xdp.target),
+    ] {
+        let shown: Vec<String> = counters
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(name, n)| format!("{name}={n}"))
+            .collect();
+        if !shown.is_empty() {
+            out += &format!("xdp {program} {}\n", shown.join(" "));
         }
     }
     out
@@ -349,7 +387,7 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"command":"dataplane"}"#).unwrap(),
             Request::Dataplane
         );
-        let status = Response::Dataplane(DataplaneStatus {
+        let status = Response::Dataplane(Box::new(DataplaneStatus {
             mode: "afxdp".into(),
             workers: 2,
             af_xdp_sockets: vec![XskSocket {
@@ -362,7 +400,19 @@ mod tests {
                 crate::dataplane::counters::Counter::XskEdgeFrames,
                 42,
             )]),
-        });
+            targets: vec![crate::xdp::TargetSetup {
+                interface: "eth1".into(),
+                ifindex: 3,
+                driver: "veth".into(),
+                xdp_mode: "native".into(),
+                forwarding: crate::xdp::Forwarding::Kernel,
+                reason: "because".into(),
+            }],
+            xdp: XdpCounters {
+                target: [("partial_checksum".to_string(), 5), ("miss".to_string(), 0)].into(),
+                ..Default::default()
+            },
+        }));
         let text = serde_json::to_string(&status).unwrap();
         assert!(
             text.starts_with(r#"{"result":"dataplane","mode":"afxdp","workers":2,"#),
@@ -378,6 +428,16 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("\nxsk_edge_frames 42\n"), "{shown}");
+        assert!(
+            shown.contains(
+                "\ntarget eth1 ifindex 3 driver veth xdp native forwarding kernel (because)\n"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("\nxdp target partial_checksum=5\n"),
+            "{shown}"
+        );
         let error = Response::Error {
             message: "x".into(),
         };

@@ -128,10 +128,6 @@ impl Running {
         topo.gateway
             .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
             .unwrap();
-        // The target host sends complete checksums and takes redirected frames (GRO on).
-        topo.target
-            .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
-            .unwrap();
         // The tls-crypt key file is an OpenVPN static key: tls-auth can use it too.
         let lab_config = LabConfig::new("e2e", &dir.join("pki"))
             .listen([listen])
@@ -256,7 +252,7 @@ impl Running {
 
     fn dataplane(&self) -> gateway::admin::DataplaneStatus {
         match self.admin(&Request::Dataplane) {
-            Response::Dataplane(status) => status,
+            Response::Dataplane(status) => *status,
             other => panic!("dataplane: {other:?}"),
         }
     }

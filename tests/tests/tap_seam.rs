@@ -1,7 +1,8 @@
 //! The socket-mode seam with real packets: a decrypted client packet written into the
 //! TAP device passes `inner` (native XDP on the TAP), reaches the target host translated
 //! to the gateway's address, and the host's reply comes back out of the TAP rewritten
-//! to the client's lease — what a data-plane worker will write and read.
+//! to the client's lease — what a data-plane worker will write and read. The target host
+//! is left as Debian makes it (no XDP, GRO off, transmit checksums left partial).
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
@@ -9,9 +10,9 @@ use std::{
 };
 
 use gateway::{
-    dataplane::tap::Tap,
+    dataplane::{frame::finish_partial_checksum, tap::Tap},
     policy::{Access, AuthorizationRule, CompiledRules, compile_authorization},
-    xdp::{AttachMode, Edge, Policy},
+    xdp::{AttachMode, Forwarding, Policy},
 };
 use gateway_ebpf_common::{InnerStat, RouteValue, SessionInfo, TargetStat};
 use gateway_tests::{
@@ -41,9 +42,6 @@ fn packets_written_to_the_tap_reach_the_target_and_replies_come_back_out_of_it()
     .unwrap();
     gw.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         .unwrap();
-    target
-        .exec(&["ethtool", "-K", "eth0", "tx", "off"])
-        .unwrap();
     let target_mac = target
         .exec(&["cat", "/sys/class/net/eth0/address"])
         .unwrap();
@@ -60,16 +58,16 @@ fn packets_written_to_the_tap_reach_the_target_and_replies_come_back_out_of_it()
         "permanent",
     ])
     .unwrap();
-    // The target host's end must run XDP to receive redirected frames.
-    let mut peer = Edge::load().unwrap();
-    target
-        .run_in(|| peer.attach("eth0", AttachMode::Native).unwrap())
-        .unwrap();
-
     let tap = gw
         .run_in(|| Tap::create("tap0", 2, Ipv4Addr::new(10, 200, 0, 1), 22))
         .unwrap()
         .unwrap();
+    // As `gateway serve` sets its TAP: the kernel forwards translated packets, whose
+    // source is the gateway's own address.
+    for knob in ["accept_local=1", "rp_filter=0"] {
+        gw.exec(&["sysctl", "-qw", &format!("net.ipv4.conf.tap0.{knob}")])
+            .unwrap();
+    }
     assert_eq!(tap.queues(), 2);
     tap.set_nonblocking(0).unwrap();
     tap.set_nonblocking(1).unwrap();
@@ -106,13 +104,14 @@ fn packets_written_to_the_tap_reach_the_target_and_replies_come_back_out_of_it()
             compile_authorization(&rules),
         ))
         .unwrap();
-    gw.run_in(|| {
-        policy.insert_target_device(eth1).unwrap();
-        policy.insert_dataplane_device(tap.ifindex()).unwrap();
-        policy.attach_inner("tap0", AttachMode::Native).unwrap();
-        policy.attach_target("eth1", AttachMode::Native).unwrap();
-    })
-    .unwrap();
+    let setup = gw
+        .run_in(|| {
+            policy.insert_dataplane_device(tap.ifindex()).unwrap();
+            policy.attach_inner("tap0", AttachMode::Native).unwrap();
+            policy.set_up_target("eth1", eth1).unwrap()
+        })
+        .unwrap();
+    assert_eq!(setup.forwarding, Forwarding::Kernel, "{setup:?}");
 
     let host = target
         .run_in(|| UdpSocket::bind("10.10.0.10:7000"))
@@ -120,6 +119,7 @@ fn packets_written_to_the_tap_reach_the_target_and_replies_come_back_out_of_it()
         .unwrap();
     host.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
 
+    let mut finished = 0;
     for round in 0..3u8 {
         // What a worker writes after decrypting: the client's IP packet behind an
         // Ethernet header addressed to the TAP.
@@ -164,16 +164,31 @@ fn packets_written_to_the_tap_reach_the_target_and_replies_come_back_out_of_it()
             "destination is the client's lease again"
         );
         assert_eq!(&reply[42..44], &[b'r', round]);
-        assert!(
-            checksum::ipv4_header_ok(&reply) && checksum::l4_ok(&reply),
-            "checksums of the reply"
-        );
+        // The host's UDP checksum was left partial. Redirected into the TAP, it stays
+        // so (for the new destination), and the worker finishes it before sealing;
+        // passed to the kernel (no neighbour yet), the kernel finishes it.
+        assert!(checksum::ipv4_header_ok(&reply), "IP checksum of the reply");
+        let partial = !checksum::l4_ok(&reply);
+        assert_eq!(finish_partial_checksum(&mut reply[14..]), partial);
+        assert!(checksum::l4_ok(&reply), "the finished UDP checksum");
+        finished += u64::from(partial);
     }
     let inner = policy.inner_stats().unwrap();
     let target_stats = policy.target_stats().unwrap();
-    assert_eq!(inner.get(InnerStat::Redirected), 3, "{inner}");
+    assert_eq!(inner.get(InnerStat::PassedToKernel), 3, "{inner}");
     assert_eq!(
         target_stats.get(TargetStat::Translated),
+        3,
+        "{target_stats}"
+    );
+    assert_eq!(
+        target_stats.get(TargetStat::Redirected),
+        finished,
+        "{target_stats}"
+    );
+    assert!(finished >= 2, "{target_stats}");
+    assert_eq!(
+        target_stats.get(TargetStat::PartialChecksum),
         3,
         "{target_stats}"
     );

@@ -39,9 +39,6 @@ pub fn demo(keep: bool) -> Result<()> {
         .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     topo.target
         .exec(&["ip", "addr", "add", "10.10.0.20/24", "dev", "eth0"])?;
-    // The target host sends complete checksums and takes XDP-redirected frames.
-    topo.target
-        .exec(&["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])?;
     println!(
         "client {} ── gateway {} (public) | gateway {} (target ENI) ── hosts {ALLOWED} (allowed), {DENIED} (no rule)",
         Topology::CLIENT_ADDR,

@@ -349,6 +349,12 @@ impl Carrier {
         let Some(key) = session.data.key(session.data.send_key) else {
             return self.discard(Discard::NoSendKey, Outbound::Discarded);
         };
+        let packet_at = SEAL_AT + frame::ETH_LEN;
+        if let Some(packet) = slot.get_mut(packet_at..packet_at + packet_len)
+            && frame::finish_partial_checksum(packet)
+        {
+            self.counters.add(Counter::ChecksumsFinished, 1);
+        }
         let overhead = session.data.overhead();
         if let DataHeader::V1 { .. } = header {
             slot.copy_within(DATA_V2_OVERHEAD..DATA_V2_OVERHEAD + packet_len, overhead);

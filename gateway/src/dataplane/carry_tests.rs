@@ -302,6 +302,42 @@ fn replies_are_sealed_for_the_lease_they_are_addressed_to() {
 }
 
 #[test]
+fn a_reply_whose_sender_left_its_checksum_partial_reaches_the_client_complete() {
+    use gateway_tests::xdp::{checksum::l4_ok, frame as build};
+    let (mut carrier, client, counters) = pair(UsageLimits::default());
+    let now = Instant::now();
+    let complete = build::tcp(
+        [10, 10, 0, 10],
+        LEASE.octets(),
+        8080,
+        40000,
+        b"SYN-ACK data",
+    );
+    let mut partial = complete.clone();
+    frame::make_partial(&mut partial[ETH_LEN..]);
+    assert!(!l4_ok(&partial));
+    // From the TAP, and steered by `target` to an AF_XDP socket.
+    let (mut slot, len) = slot_with(&partial[ETH_LEN..]);
+    let Outbound::Udp { len, .. } = carrier.seal(&mut slot, len, None, now) else {
+        panic!("not sealed");
+    };
+    assert_eq!(client.receive(&slot[..len]), &complete[ETH_LEN..]);
+    let mut slot = vec![0u8; 4096];
+    let Outbound::Udp { len, .. } = carrier.steered_frame(&mut slot, &partial, Some(5), now) else {
+        panic!("not sealed");
+    };
+    assert_eq!(client.receive(&slot[..len]), &complete[ETH_LEN..]);
+    assert_eq!(counters.get(Counter::ChecksumsFinished), 2);
+    // A complete checksum is sealed as it is, and not counted.
+    let (mut slot, len) = slot_with(&complete[ETH_LEN..]);
+    let Outbound::Udp { len, .. } = carrier.seal(&mut slot, len, None, now) else {
+        panic!("not sealed");
+    };
+    assert_eq!(client.receive(&slot[..len]), &complete[ETH_LEN..]);
+    assert_eq!(counters.get(Counter::ChecksumsFinished), 2);
+}
+
+#[test]
 fn a_tcp_session_gets_its_packets_through_its_writer() {
     let counters = Arc::new(Counters::default());
     let mut carrier = Carrier::new(SEAM_MAC, PEER_MAC, counters);

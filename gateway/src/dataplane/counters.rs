@@ -65,6 +65,9 @@ counters! {
     /// full, no free frame, too long), as the kernel counts them (`XDP_STATISTICS`),
     /// read about once a second.
     XskKernelDrops => "xsk_kernel_drops",
+    /// Replies whose TCP/UDP checksum a local sender had left partial, finished here
+    /// before sealing (see `frame::finish_partial_checksum`).
+    ChecksumsFinished => "checksums_finished",
 }
 
 /// How many counters there are.

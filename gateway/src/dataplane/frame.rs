@@ -104,6 +104,84 @@ pub fn udp_payload(frame: &[u8]) -> Option<(SocketAddr, Range<usize>)> {
     ))
 }
 
+const IPPROTO_TCP: u8 = 6;
+const TCP_CHECK: usize = 16;
+const UDP_CHECK: usize = 6;
+
+/// The one's-complement sum of `data` as big-endian 16-bit words (an odd last byte is a
+/// high byte), folded to 16 bits, not inverted.
+fn ones_complement_sum(data: &[u8], initial: u64) -> u16 {
+    let mut sum = initial;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let rest = words.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    sum += u64::from(u32::from_be_bytes(tail));
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Finishes the TCP or UDP checksum of an IPv4 `packet` (no Ethernet header) when a
+/// local sender left it partial: the field holds only the folded pseudo-header sum, as
+/// a kernel leaves it for checksum offload (veth and bridge peers send it so, and
+/// `target` keeps that form across its rewrite, since XDP cannot see the state). Returns
+/// whether it wrote the complete checksum. A field that is already the segment's valid
+/// checksum, any other field, fragments and other protocols are left alone; so is a
+/// corrupted complete checksum, unless it happens to equal the partial form (one in
+/// 65,536).
+pub fn finish_partial_checksum(packet: &mut [u8]) -> bool {
+    let Some(&first) = packet.first() else {
+        return false;
+    };
+    let header_len = usize::from(first & 0x0f) * 4;
+    let (Some(total), Some(fragment)) = (be16(packet, IP_TOTAL_LEN), be16(packet, IP_FRAGMENT))
+    else {
+        return false;
+    };
+    let total = usize::from(total);
+    if first >> 4 != 4
+        || header_len < IPV4_MIN_HEADER
+        || total < header_len
+        || total > packet.len()
+        || fragment & FRAGMENT_MASK != 0
+    {
+        return false;
+    }
+    let protocol = packet[IP_PROTOCOL];
+    let check_at = match protocol {
+        IPPROTO_TCP => TCP_CHECK,
+        IPPROTO_UDP => UDP_CHECK,
+        _ => return false,
+    };
+    let (Some(src), Some(dst)) = (ipv4_at(packet, IP_SRC), ipv4_at(packet, IP_DST)) else {
+        return false;
+    };
+    let l4_len = total - header_len;
+    let segment = &mut packet[header_len..total];
+    let Some(field) = be16(segment, check_at..check_at + 2) else {
+        return false;
+    };
+    let mut pseudo = u64::from(u32::from(src)) + u64::from(u32::from(dst));
+    pseudo += u64::from(protocol) + l4_len as u64;
+    let pseudo_sum = ones_complement_sum(&[], pseudo);
+    if field != pseudo_sum || (protocol == IPPROTO_UDP && field == 0) {
+        return false;
+    }
+    // The segment's sum with the field counted as zero.
+    segment[check_at..check_at + 2].fill(0);
+    let mut check = !ones_complement_sum(segment, pseudo);
+    if protocol == IPPROTO_UDP && check == 0 {
+        check = 0xffff;
+    }
+    segment[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
+    check != field
+}
+
 /// The metadata `target` wrote in front of a steered frame (8 bytes, native order):
 /// the bytes just before `start` in the AF_XDP chunk.
 pub fn xsk_meta(chunk: &[u8], start: usize) -> Option<XskMeta> {
@@ -114,6 +192,22 @@ pub fn xsk_meta(chunk: &[u8], start: usize) -> Option<XskMeta> {
         magic: word(0),
         peer_id: word(4),
     })
+}
+
+#[cfg(test)]
+/// The partial form of an IPv4 TCP/UDP packet's checksum: the folded pseudo-header
+/// sum, as a sender's kernel leaves it for checksum offload.
+pub(crate) fn make_partial(packet: &mut [u8]) {
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    let protocol = packet[9];
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&packet[12..20]);
+    pseudo[9] = protocol;
+    pseudo[10..].copy_from_slice(&((total - header_len) as u16).to_be_bytes());
+    let sum = gateway_tests::xdp::checksum::ones_complement_sum(&pseudo, 0);
+    let at = header_len + if protocol == 6 { 16 } else { 6 };
+    packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -134,6 +228,76 @@ mod tests {
         f.extend_from_slice(&[0, 0]);
         f.extend_from_slice(payload);
         f
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn partial_checksums_are_finished_to_the_sender_s_complete_one(
+            src: [u8; 4],
+            dst: [u8; 4],
+            ports: (u16, u16),
+            tcp: bool,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500),
+        ) {
+            use gateway_tests::xdp::{checksum::l4_ok, frame};
+            let complete = if tcp {
+                frame::tcp(src, dst, ports.0, ports.1, &payload)
+            } else {
+                frame::udp(src, dst, ports.0, ports.1, &payload)
+            };
+            let mut partial = complete.clone();
+            make_partial(&mut partial[ETH_LEN..]);
+            let finished = finish_partial_checksum(&mut partial[ETH_LEN..]);
+            proptest::prop_assert!(l4_ok(&partial));
+            proptest::prop_assert_eq!(&partial, &complete);
+            // Only a checksum that equals its own partial form by chance is left as is.
+            proptest::prop_assert_eq!(finished, partial != {
+                let mut p = complete.clone();
+                make_partial(&mut p[ETH_LEN..]);
+                p
+            });
+            // A complete checksum is never touched.
+            let mut again = complete.clone();
+            proptest::prop_assert!(!finish_partial_checksum(&mut again[ETH_LEN..]));
+            proptest::prop_assert_eq!(again, complete);
+        }
+    }
+
+    #[test]
+    fn only_partial_tcp_and_udp_checksums_of_whole_packets_are_finished() {
+        use gateway_tests::xdp::{checksum::l4_ok, frame};
+        let (src, dst) = ([10, 10, 0, 10], [10, 200, 0, 2]);
+        let mut tcp = frame::tcp(src, dst, 8080, 40000, b"hello, partial world");
+        make_partial(&mut tcp[ETH_LEN..]);
+        assert!(!l4_ok(&tcp));
+        type Change = fn(&mut Vec<u8>);
+        let left: [(&str, Change); 5] = [
+            ("a corrupted complete checksum", |f| f[14 + 20 + 16] ^= 0x40),
+            ("a first fragment", |f| f[14 + 6] |= 0x20),
+            ("a later fragment", |f| f[14 + 7] = 1),
+            ("another protocol", |f| f[14 + 9] = 47),
+            ("total length past the packet", |f| f[14 + 3] = 0xff),
+        ];
+        for (what, change) in left {
+            let mut f = tcp.clone();
+            change(&mut f);
+            let before = f.clone();
+            assert!(!finish_partial_checksum(&mut f[ETH_LEN..]), "{what}");
+            assert_eq!(f, before, "{what}");
+        }
+        // A UDP checksum of zero means none.
+        let mut udp = frame::udp(src, dst, 53, 40000, b"answer");
+        udp[14 + 20 + 6..14 + 20 + 8].fill(0);
+        let before = udp.clone();
+        assert!(!finish_partial_checksum(&mut udp[ETH_LEN..]));
+        assert_eq!(udp, before);
+        // Truncated input of every length never panics.
+        for len in 0..tcp.len() - ETH_LEN {
+            let mut cut = tcp[ETH_LEN..ETH_LEN + len].to_vec();
+            finish_partial_checksum(&mut cut);
+        }
+        assert!(finish_partial_checksum(&mut tcp[ETH_LEN..]));
+        assert!(l4_ok(&tcp));
     }
 
     #[test]

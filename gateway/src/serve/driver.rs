@@ -53,6 +53,8 @@ const NAT_SWEEP_EVERY: Duration = Duration::from_secs(30);
 pub struct Xdp {
     pub edge: Edge,
     pub policy: Policy,
+    /// How each target interface was set up, in the configuration's order.
+    pub targets: Vec<crate::xdp::TargetSetup>,
 }
 
 impl Xdp {
@@ -255,7 +257,7 @@ pub(super) async fn run(
                         Ok(statuses) => AdminResponse::Terminated { statuses },
                         Err(e) => AdminResponse::Error { message: e.to_string() },
                     },
-                    AdminRequest::Dataplane => AdminResponse::Dataplane(dataplane_status(&plane.workers)),
+                    AdminRequest::Dataplane => AdminResponse::Dataplane(Box::new(dataplane_status(&plane.workers, &plane.xdp))),
                 };
                 let _ = reply.send(response);
             },
@@ -317,7 +319,7 @@ fn log_counters(message: &str, server: &Server, w: &Totals) {
 }
 
 /// What `gateway dataplane` shows.
-fn dataplane_status(workers: &Workers) -> crate::admin::DataplaneStatus {
+fn dataplane_status(workers: &Workers, xdp: &Xdp) -> crate::admin::DataplaneStatus {
     let af_xdp_sockets: Vec<_> = workers
         .xsks()
         .iter()
@@ -333,6 +335,20 @@ fn dataplane_status(workers: &Workers) -> crate::admin::DataplaneStatus {
         workers: workers.count(),
         af_xdp_sockets,
         counters: workers.totals(),
+        targets: xdp.targets.clone(),
+        xdp: crate::admin::XdpCounters {
+            edge: xdp.edge.stats().map(|s| s.by_name()).unwrap_or_default(),
+            inner: xdp
+                .policy
+                .inner_stats()
+                .map(|s| s.by_name())
+                .unwrap_or_default(),
+            target: xdp
+                .policy
+                .target_stats()
+                .map(|s| s.by_name())
+                .unwrap_or_default(),
+        },
     }
 }
 

@@ -337,12 +337,26 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
     let mut policy = Policy::load()?;
     let compiled = policy::compile(config, &lookup_interface)?;
     policy.apply(&compiled)?;
+    let mut targets = Vec::with_capacity(compiled.targets.len());
     for target in &compiled.targets {
-        policy.attach_target(&target.name, AttachMode::Auto)?;
+        let setup = policy.set_up_target(&target.name, target.interface.ifindex)?;
+        info!(
+            interface = %setup.interface,
+            driver = %setup.driver,
+            xdp = %setup.xdp_mode,
+            forwarding = ?setup.forwarding,
+            reason = %setup.reason,
+            "target interface ready"
+        );
+        targets.push(setup);
     }
     policy.insert_dataplane_device(tap.ifindex())?;
     policy.attach_inner(tap.name(), AttachMode::Native)?;
-    Ok(Xdp { edge, policy })
+    Ok(Xdp {
+        edge,
+        policy,
+        targets,
+    })
 }
 
 /// The interfaces AF_XDP mode puts sockets on: the public one (when UDP is served) and

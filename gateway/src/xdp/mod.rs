@@ -5,6 +5,7 @@
 mod maps;
 mod nat;
 mod stats;
+mod targets;
 
 use std::{
     net::Ipv4Addr,
@@ -27,6 +28,7 @@ use self::maps::{EdgeMaps, PolicyMaps};
 pub use self::{
     nat::NatSweep,
     stats::{Counter, EdgeStats, InnerStats, Stats, TargetStats},
+    targets::{Forwarding, TargetSetup, forwarding_for},
 };
 use crate::policy::{Compiled, CompiledRules};
 
@@ -307,6 +309,38 @@ impl Policy {
         self.loaded.attach(INNER_PROGRAM, interface, mode)
     }
 
+    /// Sets up target interface `interface` (index `ifindex`, in the calling thread's
+    /// network namespace): attaches `target` natively, or in generic mode where the
+    /// driver has no native XDP, and lets `inner` redirect into it only where its driver
+    /// delivers redirected frames ([`forwarding_for`]); elsewhere translated packets go
+    /// through the kernel.
+    pub fn set_up_target(
+        &mut self,
+        interface: &str,
+        ifindex: u32,
+    ) -> Result<TargetSetup, XdpError> {
+        let xdp_mode = match self.attach_target(interface, AttachMode::Native) {
+            Ok(_) => "native",
+            Err(native) => match self.attach_target(interface, AttachMode::Generic) {
+                Ok(_) => "generic",
+                Err(_) => return Err(native),
+            },
+        };
+        let driver = crate::net::interface_driver(interface).unwrap_or_else(|_| "unknown".into());
+        let (forwarding, reason) = forwarding_for(&driver);
+        if forwarding == Forwarding::XdpRedirect {
+            self.insert_target_device(ifindex)?;
+        }
+        Ok(TargetSetup {
+            interface: interface.to_string(),
+            ifindex,
+            driver,
+            xdp_mode: xdp_mode.to_string(),
+            forwarding,
+            reason,
+        })
+    }
+
     /// Attaches `target` to a target ENI.
     pub fn attach_target(
         &mut self,
@@ -350,16 +384,13 @@ impl Policy {
         self.remove_flows_of(lease)
     }
 
-    /// Writes what the policy compiler made of the configuration: the client network,
-    /// the routes and rules, and every target interface as a redirect device.
+    /// Writes what the policy compiler made of the configuration: the client network
+    /// and the routes and rules (the target interfaces are set up by
+    /// [`Policy::set_up_target`]).
     pub fn apply(&mut self, compiled: &Compiled) -> Result<(), XdpError> {
         let client = compiled.client_network;
         self.set_client_network(client.cidr, client.client_to_client)?;
-        self.replace_rules(&compiled.rules)?;
-        for target in &compiled.targets {
-            self.insert_target_device(target.interface.ifindex)?;
-        }
-        Ok(())
+        self.replace_rules(&compiled.rules)
     }
 
     /// Puts a whole new set of routes and authorization entries in force at once: fills

@@ -73,6 +73,15 @@ impl<C: Counter> Stats<C> {
             .map_or(0, |i| self.values[i])
     }
 
+    /// Every counter by name, zeros included.
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
+        C::ALL
+            .iter()
+            .zip(&self.values)
+            .map(|(c, v)| (c.name().to_string(), *v))
+            .collect()
+    }
+
     /// Counter by counter difference `self - earlier` (counters only grow).
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
