@@ -401,7 +401,46 @@ pub fn read_log(path: &Path) -> String {
 pub struct Topology {
     pub client: Netns,
     pub gateway: Netns,
+    /// The first target host (`hosts[0]`).
     pub target: Netns,
+    /// Every target host, with its address: one on the veth, several behind a bridge,
+    /// or one behind a router.
+    pub hosts: Vec<(Netns, &'static str)>,
+    /// What stands between the gateway and the hosts.
+    pub network: TargetNetwork,
+}
+
+/// What stands behind the gateway's target interface. Every host is left as Debian
+/// makes it (offloads, no XDP, GRO off), as a customer's host is: the lab gives it an
+/// address and, behind a router, the default route any host there has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetNetwork {
+    /// One host, 10.10.0.10, on the other end of the target veth.
+    Direct,
+    /// A Linux bridge in a `switch` namespace with 10.10.0.10, 10.10.0.11 and
+    /// 10.10.0.12 behind it.
+    Bridge,
+    /// A router (10.10.0.254 towards the gateway, 10.20.0.1 towards the host) with one
+    /// host, 10.20.0.10, behind it.
+    Routed,
+}
+
+impl TargetNetwork {
+    /// The network the gateway routes to for this lab.
+    pub fn routed_cidr(self) -> &'static str {
+        match self {
+            TargetNetwork::Direct | TargetNetwork::Bridge => "10.10.0.0/24",
+            TargetNetwork::Routed => "10.20.0.0/24",
+        }
+    }
+
+    /// The next hop the gateway's own routing table needs, if any.
+    pub fn gateway_route(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            TargetNetwork::Routed => Some(("10.20.0.0/24", Topology::ROUTER_ADDR)),
+            _ => None,
+        }
+    }
 }
 
 impl Topology {
@@ -413,22 +452,71 @@ impl Topology {
     pub const PUBLIC_IF: &str = "eth0";
     pub const TARGET_IF: &str = "eth1";
 
+    /// The router's address on the gateway's target network ([`TargetNetwork::Routed`]).
+    pub const ROUTER_ADDR: &str = "10.10.0.254";
+
     pub fn build(lab: &mut Lab) -> Result<Self> {
+        Self::build_with(lab, TargetNetwork::Direct)
+    }
+
+    pub fn build_with(lab: &mut Lab, network: TargetNetwork) -> Result<Self> {
         let client = lab.add_namespace("client")?;
         let gateway = lab.add_namespace("gw")?;
-        let target = lab.add_namespace("target")?;
         lab.veth(
             (&client, "eth0", Some("198.51.100.2/24")),
             (&gateway, Self::PUBLIC_IF, Some("198.51.100.1/24")),
         )?;
-        lab.veth(
-            (&gateway, Self::TARGET_IF, Some("10.10.0.1/24")),
-            (&target, "eth0", Some("10.10.0.10/24")),
-        )?;
+        let gw_end = (&gateway, Self::TARGET_IF, Some("10.10.0.1/24"));
+        let mut hosts = Vec::new();
+        match network {
+            TargetNetwork::Direct => {
+                let host = lab.add_namespace("target")?;
+                lab.veth(gw_end, (&host, "eth0", Some("10.10.0.10/24")))?;
+                hosts.push((host, Self::TARGET_ADDR));
+            }
+            TargetNetwork::Bridge => {
+                let switch = lab.add_namespace("switch")?;
+                switch.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+                switch.exec(&["ip", "link", "set", "br0", "up"])?;
+                lab.veth(gw_end, (&switch, "p0", None))?;
+                switch.exec(&["ip", "link", "set", "p0", "master", "br0"])?;
+                for (i, addr) in ["10.10.0.10", "10.10.0.11", "10.10.0.12"]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let host = lab.add_namespace(&format!("host{i}"))?;
+                    let port = format!("p{}", i + 1);
+                    lab.veth(
+                        (&switch, &port, None),
+                        (&host, "eth0", Some(&format!("{addr}/24"))),
+                    )?;
+                    switch.exec(&["ip", "link", "set", &port, "master", "br0"])?;
+                    hosts.push((host, addr));
+                }
+            }
+            TargetNetwork::Routed => {
+                let router = lab.add_namespace("router")?;
+                let host = lab.add_namespace("target")?;
+                lab.veth(gw_end, (&router, "eth0", Some("10.10.0.254/24")))?;
+                lab.veth(
+                    (&router, "eth1", Some("10.20.0.1/24")),
+                    (&host, "eth0", Some("10.20.0.10/24")),
+                )?;
+                // A router forwards; a host behind it routes through it.
+                router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+                host.exec(&["ip", "route", "add", "default", "via", "10.20.0.1"])?;
+                hosts.push((host, "10.20.0.10"));
+            }
+        }
+        if let Some((cidr, via)) = network.gateway_route() {
+            gateway.exec(&["ip", "route", "add", cidr, "via", via])?;
+        }
         Ok(Self {
             client,
             gateway,
-            target,
+            target: hosts[0].0.clone(),
+            hosts,
+            network,
         })
     }
 }
