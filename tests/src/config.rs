@@ -101,11 +101,13 @@ struct Dataplane {
     mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     workers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forward_guard: Option<bool>,
 }
 
 impl Dataplane {
     fn is_unset(&self) -> bool {
-        self.mode.is_none() && self.workers.is_none()
+        self.mode.is_none() && self.workers.is_none() && self.forward_guard.is_none()
     }
 }
 
@@ -381,6 +383,12 @@ impl LabConfig {
     /// `dataplane.mode`: `"sockets"`, `"afxdp"` or `"auto"`.
     pub fn dataplane_mode(mut self, mode: &str) -> Self {
         self.dataplane.mode = Some(mode.into());
+        self
+    }
+
+    /// `dataplane.forward_guard`.
+    pub fn forward_guard(mut self, on: bool) -> Self {
+        self.dataplane.forward_guard = Some(on);
         self
     }
 

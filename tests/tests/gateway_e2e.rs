@@ -279,6 +279,20 @@ impl Running {
         }
     }
 
+    /// Waits until the gateway answers on its admin socket (it has set everything up).
+    fn wait_serving(&self) {
+        let socket = self.config.admin.socket.clone();
+        wait_until("the gateway to serve", Duration::from_secs(15), || {
+            self.server.as_ref().is_some_and(|s| s.is_finished())
+                || gateway::admin::call(&socket, &Request::Connections).is_ok()
+        })
+        .unwrap();
+        assert!(
+            !self.server.as_ref().unwrap().is_finished(),
+            "the gateway stopped"
+        );
+    }
+
     fn connections(&self) -> Vec<Connection> {
         match self.admin(&Request::Connections) {
             Response::Connections { connections } => connections,
@@ -286,13 +300,18 @@ impl Running {
         }
     }
 
-    fn stop(mut self) {
+    /// Stops the gateway (it must end cleanly); the lab stays.
+    fn shut_down(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
             server.join().unwrap().unwrap().unwrap();
         }
+    }
+
+    fn stop(mut self) {
+        self.shut_down();
         let dir = self.dir.clone();
         drop(self);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -603,6 +622,76 @@ fn iperf(lab: &mut Lab, client: &Netns, host: &Netns, addr: &str, args: &[&str])
     } else {
         let received = &end["sum_received"];
         assert!(received["bytes"].as_u64().unwrap() > 1 << 20, "{received}");
+    }
+}
+
+#[test]
+fn the_gateway_forwards_nothing_it_did_not_translate() {
+    if !privilege::check("the_gateway_forwards_nothing_it_did_not_translate") {
+        return;
+    }
+    // Someone on the public side routes a VPC address through the gateway's public
+    // interface, without any tunnel: with the guard nothing reaches the host; without
+    // it (dataplane.forward_guard = false), the kernel forwards it.
+    for guard in [true, false] {
+        let mut gw = Running::start_configured(
+            &format!("guard-{guard}"),
+            "tls-crypt",
+            "udp/1194",
+            |c| c.forward_guard(guard),
+            |_| {},
+        );
+        gw.wait_serving();
+        let topo = &gw.topo;
+        topo.client
+            .exec(&["ip", "route", "add", "10.10.0.0/24", "via", "198.51.100.1"])
+            .unwrap();
+        let host = topo
+            .target
+            .run_in(|| std::net::UdpSocket::bind("10.10.0.10:9100"))
+            .unwrap()
+            .unwrap();
+        host.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let sender = topo
+            .client
+            .run_in(|| std::net::UdpSocket::bind("198.51.100.2:0"))
+            .unwrap()
+            .unwrap();
+        let mut arrived = 0;
+        for _ in 0..3 {
+            sender
+                .send_to(b"routed around the tunnel", "10.10.0.10:9100")
+                .unwrap();
+            let mut buf = [0u8; 64];
+            if host.recv_from(&mut buf).is_ok() {
+                arrived += 1;
+            }
+        }
+        let table = topo
+            .gateway
+            .exec(&["nft", "list", "table", "inet", "gateway"]);
+        if guard {
+            assert_eq!(arrived, 0, "the guard let a routed packet through");
+            let table = table.unwrap();
+            assert!(
+                table.contains("iifname \"eth0\" counter packets 3"),
+                "{table}"
+            );
+        } else {
+            assert_eq!(
+                arrived, 3,
+                "without the guard the kernel forwards (the test's premise)"
+            );
+            assert!(table.is_err(), "no table without the guard: {table:?}");
+        }
+        gw.shut_down();
+        let table = gw
+            .topo
+            .gateway
+            .exec(&["nft", "list", "table", "inet", "gateway"]);
+        assert!(table.is_err(), "the table outlived the gateway: {table:?}");
+        gw.stop();
     }
 }
 

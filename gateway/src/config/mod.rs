@@ -279,6 +279,9 @@ pub struct Dataplane {
     /// Worker threads; 0 = one per core.
     pub workers: usize,
     pub pin: bool,
+    /// Install the nftables table that refuses forwarding the gateway did not produce
+    /// (`serve::guard`).
+    pub forward_guard: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

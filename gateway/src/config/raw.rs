@@ -142,6 +142,8 @@ pub struct RawDataplane {
     pub workers: usize,
     #[serde(default = "default_true")]
     pub pin: bool,
+    #[serde(default = "default_true")]
+    pub forward_guard: bool,
 }
 
 impl Default for RawDataplane {
@@ -150,6 +152,7 @@ impl Default for RawDataplane {
             mode: default_mode(),
             workers: 0,
             pin: true,
+            forward_guard: true,
         }
     }
 }

@@ -100,7 +100,8 @@ fn defaults_fill_everything_but_identity_and_pki() {
         Dataplane {
             mode: DataplaneMode::Auto,
             workers: 0,
-            pin: true
+            pin: true,
+            forward_guard: true,
         }
     );
     assert!(c.routes.is_empty() && c.authorization.is_empty() && c.groups.is_empty());

@@ -578,5 +578,6 @@ fn dataplane(raw: &RawConfig, p: &mut Problems) -> Dataplane {
         mode,
         workers: raw.dataplane.workers,
         pin: raw.dataplane.pin,
+        forward_guard: raw.dataplane.forward_guard,
     }
 }

@@ -184,6 +184,7 @@ pub(super) async fn run(
         tls,
         udp,
         tcp,
+        guard: _guard,
     } = running;
     let admin = crate::admin::bind(&config.admin.socket)?;
     let admin_socket = crate::admin::socket_identity(&config.admin.socket);

@@ -10,6 +10,7 @@
 //! every rekey or float. One UDP and one TCP listen entry are served.
 
 mod driver;
+mod guard;
 mod server;
 mod setup;
 mod tcp;

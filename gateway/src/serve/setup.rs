@@ -48,6 +48,8 @@ pub(super) struct Running {
     /// The listen entries served: one UDP and one TCP at most.
     pub udp: Option<Listen>,
     pub tcp: Option<Listen>,
+    /// The nftables forwarding guard, removed when dropped (`dataplane.forward_guard`).
+    pub guard: Option<super::guard::ForwardGuard>,
 }
 
 /// Loads and checks the configuration and brings up everything the driver needs.
@@ -90,6 +92,17 @@ pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
         let path = format!("/proc/sys/net/ipv4/conf/{TAP_NAME}/{knob}");
         std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
     }
+    let guard = if config.dataplane.forward_guard {
+        let targets: Vec<String> = config.targets.iter().map(|t| t.interface.clone()).collect();
+        Some(super::guard::ForwardGuard::install(
+            &config.endpoint.public_interface,
+            tap.name(),
+            &targets,
+        )?)
+    } else {
+        warn!("dataplane.forward_guard is off: the kernel forwards whatever it is sent");
+        None
+    };
     let udp_ports: Vec<u16> = udp.iter().map(|l| l.port).collect();
     let mut xdp = attach(&config, &tap, &udp_ports)?;
     let tap = Arc::new(tap);
@@ -134,6 +147,7 @@ pub(super) fn start(config_path: &std::path::Path) -> Result<Running> {
         tls: tls_base,
         udp,
         tcp,
+        guard,
     })
 }
 
