@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Result, bail};
 use gateway::{
+    dataplane::frame::finish_partial_checksum,
     policy::{Access, AuthorizationRule, CompiledRules, compile_authorization, group_set},
     xdp::Policy,
 };
@@ -84,11 +85,99 @@ fn addrs(frame: &[u8]) -> ([u8; 4], [u8; 4]) {
     )
 }
 
+/// A TCP reply of `payload` bytes from the host of flow 0 to the translated source,
+/// its checksum complete or, `partial`, in the form a local sender's kernel leaves it
+/// for offload (the folded pseudo-header sum).
+fn tcp_reply(payload: usize, partial: bool) -> Vec<u8> {
+    let mut f = frame::tcp([10, 0, 0, 1], SNAT, 443, 1024, &vec![0x5a; payload]);
+    if partial {
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&f[26..34]);
+        pseudo[9] = 6;
+        pseudo[10..].copy_from_slice(&((f.len() - 34) as u16).to_be_bytes());
+        let sum = gateway_tests::xdp::checksum::ones_complement_sum(&pseudo, 0);
+        f[50..52].copy_from_slice(&sum.to_be_bytes());
+    }
+    f
+}
+
+/// Mean ns of the worker finishing the partial checksum of `packet` (an IPv4 packet,
+/// restored to its partial form before every call), and of the same call on the
+/// complete packet (the compare that every reply costs).
+fn finish_ns(packet: &[u8]) -> (f64, f64) {
+    const CALLS: u32 = 200_000;
+    let field = packet[36..38].to_vec();
+    let mut work = packet.to_vec();
+    let started = std::time::Instant::now();
+    for _ in 0..CALLS {
+        work[36..38].copy_from_slice(&field);
+        std::hint::black_box(finish_partial_checksum(std::hint::black_box(&mut work)));
+    }
+    let partial = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
+    let started = std::time::Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(finish_partial_checksum(std::hint::black_box(&mut work)));
+    }
+    let complete = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
+    (partial, complete)
+}
+
+/// Partial checksums (docs/xdp.md, "Checksums"): what `target` spends keeping a
+/// partial checksum partial across its rewrite, against a complete one, and what the
+/// worker spends finishing it, for a 1,400-byte TCP segment.
+fn checksums(report: &mut Report, ns: &gateway_tests::lab::Netns) -> Result<()> {
+    let [complete, partial] = ns.run_in(|| -> Result<[f64; 2]> {
+        let mut policy = Policy::load_with_nat_capacity(1024)?;
+        policy.insert_session(
+            Ipv4Addr::from(LEASE),
+            SessionInfo {
+                groups: group_set(&[]),
+                peer_id: 5,
+                _pad: 0,
+            },
+        )?;
+        let (routes, authz) = rules(1);
+        policy.replace_rules(&CompiledRules::new(routes, compile_authorization(&authz)))?;
+        let out = frame::tcp(LEASE, [10, 0, 0, 1], 1024, 443, &[]);
+        if xdp::run(policy.inner(), &out)?.verdict == Verdict::Drop {
+            bail!("inner dropped the TCP flow");
+        }
+        let time = |partial: bool| -> Result<f64> {
+            let f = tcp_reply(1400, partial);
+            if addrs(&xdp::run(policy.target(), &f)?.frame).1 != LEASE {
+                bail!("target did not translate the TCP reply");
+            }
+            mean_ns(policy.target(), (0..SAMPLES).map(|_| f.clone()))
+        };
+        Ok([time(false)?, time(true)?])
+    })??;
+    let (finish, compare) = finish_ns(&tcp_reply(1400, true)[14..]);
+    for (name, value) in [
+        (
+            "target, 1,400-byte TCP reply, complete checksum (ns, with the fixed cost)",
+            complete,
+        ),
+        (
+            "target, 1,400-byte TCP reply, partial checksum kept partial (ns, with the fixed cost)",
+            partial,
+        ),
+        (
+            "worker, finishing a partial 1,400-byte TCP checksum (ns)",
+            finish,
+        ),
+        ("worker, checking a complete one (ns)", compare),
+    ] {
+        report.row("xdp", name.to_string(), "ns", value, None);
+    }
+    Ok(())
+}
+
 /// Runs the scenario, adding rows to `report` (no stock counterpart). `quick`: 1 and
 /// 1,000 rules with 10,000 NAT flows.
 pub fn run(report: &mut Report, quick: bool) -> Result<()> {
     let mut lab = Lab::new();
     let ns = lab.add_namespace("xdpscale")?;
+    checksums(report, &ns)?;
     let (sizes, nat_flows): (&[u32], u32) = if quick {
         (&[1, 1_000], 10_000)
     } else {
