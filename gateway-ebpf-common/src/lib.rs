@@ -559,6 +559,40 @@ mod pod {
     unsafe impl aya::Pod for super::NatIn {}
 }
 
+/// What the redirect tracepoint programs count (`REDIRECT_STATS`, per CPU).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectStat {
+    /// A redirect through one of the gateway's maps failed in the kernel after the
+    /// program returned (no such entry, the device down or refusing XDP frames, an
+    /// AF_XDP ring full): the frame was dropped.
+    Failed = 0,
+    /// Frames a devmap's destination driver did not take at transmit (a veth whose peer
+    /// has no NAPI, a full TAP queue): dropped. Counted for every devmap on the host.
+    TransmitDropped,
+}
+
+impl RedirectStat {
+    pub const ALL: [RedirectStat; 2] = [RedirectStat::Failed, RedirectStat::TransmitDropped];
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            RedirectStat::Failed => "redirect_failed",
+            RedirectStat::TransmitDropped => "transmit_dropped",
+        }
+    }
+}
+
+/// The redirect tracepoint programs (BTF tracepoints of the same names) and their maps.
+pub const REDIRECT_ERR_PROGRAM: &str = "xdp_redirect_err";
+pub const DEVMAP_XMIT_PROGRAM: &str = "xdp_devmap_xmit";
+pub const REDIRECT_STATS_MAP: &str = "REDIRECT_STATS";
+/// Hash map: id of a redirect map of the gateway's → 1.
+pub const REDIRECT_MAPS_MAP: &str = "REDIRECT_MAPS";
+/// Redirect maps the tracepoint program tells apart.
+pub const MAX_WATCHED_MAPS: u32 = 8;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,6 +634,9 @@ mod tests {
             assert_eq!(*s as usize, i, "{} out of order", s.name());
         }
         for (i, s) in TargetStat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{} out of order", s.name());
+        }
+        for (i, s) in RedirectStat::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i, "{} out of order", s.name());
         }
     }

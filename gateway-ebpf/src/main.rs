@@ -10,6 +10,7 @@ mod forward;
 mod inner;
 mod nat;
 mod packet;
+mod redirects;
 mod target;
 
 #[cfg(target_arch = "bpf")]

@@ -66,12 +66,16 @@ pub struct DataplaneStatus {
     pub xdp: XdpCounters,
 }
 
-/// The counters of `edge`, `inner` and `target`, every one by name (zeros included).
+/// The counters of `edge`, `inner` and `target`, and of redirects that failed in the
+/// kernel after a program returned (`redirect`; empty where the kernel's BTF is
+/// missing), every one by name (zeros included).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XdpCounters {
     pub edge: std::collections::BTreeMap<String, u64>,
     pub inner: std::collections::BTreeMap<String, u64>,
     pub target: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub redirect: std::collections::BTreeMap<String, u64>,
 }
 
 /// One AF_XDP socket: which program steers into it, where, and which worker reads it.
@@ -113,6 +117,7 @@ pub fn dataplane_text(status: &DataplaneStatus) -> String {
         ("edge", &status.xdp.edge),
         ("inner", &status.xdp.inner),
         ("target", &status.xdp.target),
+        ("redirect", &status.xdp.redirect),
     ] {
         let shown: Vec<String> = counters
             .iter()

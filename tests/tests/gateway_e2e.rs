@@ -487,6 +487,13 @@ fn through_untouched_network(tag: &str, network: TargetNetwork, mode: &str) {
         "{:?}",
         status.xdp
     );
+    // Counted for the gateway's own maps only (the devmap transmit counter is the
+    // host's, and other tests run meanwhile).
+    assert_eq!(
+        status.xdp.redirect["redirect_failed"], 0,
+        "{:?}",
+        status.xdp
+    );
     assert_eq!(
         c[Counter::Malformed] + c[Counter::NoSession] + c[Counter::SendErrors],
         0,

@@ -13,9 +13,9 @@ use std::{
 
 use gateway::{
     policy::{Access, AuthorizationRule, CompiledRules, GroupId, compile_authorization, group_set},
-    xdp::{AttachMode, Edge, Forwarding, Policy},
+    xdp::{AttachMode, Edge, Forwarding, Policy, RedirectWatch},
 };
-use gateway_ebpf_common::{InnerStat, RouteValue, SessionInfo, TargetStat};
+use gateway_ebpf_common::{InnerStat, RedirectStat, RouteValue, SessionInfo, TargetStat};
 use gateway_tests::{
     lab::{Lab, Netns},
     privilege,
@@ -65,11 +65,19 @@ fn echo_once(listener: TcpListener, timeout: Duration) -> Option<SocketAddr> {
     None
 }
 
-#[test]
-fn real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing() {
-    if !privilege::check("real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing") {
-        return;
-    }
+/// The three namespaces with `inner` and `target`'s maps filled (not attached yet): a
+/// session for the stand-in client, a route to 10.10.0.0/24 and a rule for the allowed
+/// host.
+struct Bed {
+    _lab: Lab,
+    client: Netns,
+    gw: Netns,
+    target: Netns,
+    policy: Policy,
+    eth1: u32,
+}
+
+fn bed() -> Bed {
     let mut lab = Lab::new();
     let client = lab.add_namespace("inner").unwrap();
     let gw = lab.add_namespace("gw").unwrap();
@@ -180,6 +188,29 @@ fn real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing() {
             compile_authorization(&rules),
         ))
         .unwrap();
+    Bed {
+        _lab: lab,
+        client,
+        gw,
+        target,
+        policy,
+        eth1,
+    }
+}
+
+#[test]
+fn real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing() {
+    if !privilege::check("real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing") {
+        return;
+    }
+    let Bed {
+        _lab,
+        client,
+        gw,
+        target,
+        mut policy,
+        eth1,
+    } = bed();
     // Devmaps resolve ifindexes in the namespace of the thread that updates them. The
     // untouched target's veth cannot take redirected frames, so `inner` hands them to
     // the kernel. `in0` is no data-plane device: the stand-in has no worker to finish
@@ -278,5 +309,41 @@ fn real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing() {
         ),
         "no TCP mapping for port {}: {mappings:?}",
         local.port()
+    );
+}
+
+#[test]
+fn a_redirect_the_target_host_cannot_take_is_counted_not_lost_silently() {
+    if !privilege::check("a_redirect_the_target_host_cannot_take_is_counted_not_lost_silently") {
+        return;
+    }
+    let Bed {
+        _lab,
+        client,
+        gw,
+        target: _,
+        mut policy,
+        eth1,
+    } = bed();
+    // Forcing the redirect the gateway refuses to choose for a veth: the untouched
+    // host's end has no NAPI, so the kernel drops every frame after `inner` returned.
+    let watch = RedirectWatch::start(&policy.redirect_map_ids()).unwrap();
+    gw.run_in(|| {
+        policy.attach_inner("in0", AttachMode::Native).unwrap();
+        policy.set_up_target("eth1", eth1).unwrap();
+        policy.insert_target_device(eth1).unwrap();
+    })
+    .unwrap();
+    let ping = client.exec(&["ping", "-c", "3", "-i", "0.1", "-W", "1", ALLOWED_HOST]);
+    assert!(
+        ping.is_err(),
+        "the host answered a redirected ping: {ping:?}"
+    );
+    let inner = policy.inner_stats().unwrap();
+    assert!(inner.get(InnerStat::Redirected) >= 3, "{inner}");
+    let lost = watch.stats().unwrap();
+    assert!(
+        lost.get(RedirectStat::Failed) + lost.get(RedirectStat::TransmitDropped) >= 3,
+        "{lost}"
     );
 }

@@ -55,6 +55,8 @@ pub struct Xdp {
     pub policy: Policy,
     /// How each target interface was set up, in the configuration's order.
     pub targets: Vec<crate::xdp::TargetSetup>,
+    /// The failed-redirect counters, where the kernel's BTF allows them.
+    pub redirects: Option<crate::xdp::RedirectWatch>,
 }
 
 impl Xdp {
@@ -347,6 +349,12 @@ fn dataplane_status(workers: &Workers, xdp: &Xdp) -> crate::admin::DataplaneStat
             target: xdp
                 .policy
                 .target_stats()
+                .map(|s| s.by_name())
+                .unwrap_or_default(),
+            redirect: xdp
+                .redirects
+                .as_ref()
+                .and_then(|w| w.stats().ok())
                 .map(|s| s.by_name())
                 .unwrap_or_default(),
         },

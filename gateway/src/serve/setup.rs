@@ -29,7 +29,7 @@ use crate::{
     },
     net::lookup_interface,
     policy,
-    xdp::{AttachMode, Edge, Policy},
+    xdp::{AttachMode, Edge, Policy, RedirectWatch},
 };
 
 /// Reports from the workers the control plane may fall behind by before they drop.
@@ -366,10 +366,19 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
     }
     policy.insert_dataplane_device(tap.ifindex())?;
     policy.attach_inner(tap.name(), AttachMode::Native)?;
+    let watched = [policy.redirect_map_ids(), edge.redirect_map_ids()].concat();
+    let redirects = match RedirectWatch::start(&watched) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            warn!("failed redirects are not counted: {e}");
+            None
+        }
+    };
     Ok(Xdp {
         edge,
         policy,
         targets,
+        redirects,
     })
 }
 

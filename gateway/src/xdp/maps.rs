@@ -13,8 +13,8 @@ use aya::{
 use gateway_ebpf_common::{
     DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_XSKS_MAP, EdgeConfig, EdgePeer,
     EdgeStat, FlowKey, INNER_CONFIG_MAP, InnerConfig, InnerStat, NAT_IN_MAP, NAT_OUT_MAP, NatIn,
-    NatOut, POLICY_GENERATION_MAP, POLICY_MAPS, PolicyValue, SESSIONS_MAP, SessionInfo,
-    TARGET_DEVS_MAP, TARGET_XSK_SLOTS_MAP, TARGET_XSKS_MAP, TargetStat,
+    NatOut, POLICY_GENERATION_MAP, POLICY_MAPS, PolicyValue, REDIRECT_MAPS_MAP, RedirectStat,
+    SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_XSK_SLOTS_MAP, TARGET_XSKS_MAP, TargetStat,
 };
 use ipnet::Ipv4Net;
 
@@ -22,6 +22,36 @@ use super::{
     XdpError,
     stats::{Counter, Stats},
 };
+
+/// The kernel's id of map `name` of the loaded object (before it is taken), for the
+/// redirect tracepoint's filter.
+pub(super) fn redirect_map_id(ebpf: &Ebpf, name: &'static str) -> Result<u32, XdpError> {
+    let data = match ebpf.map(name).ok_or_else(|| missing_map(name))? {
+        Map::DevMapHash(data) | Map::DevMap(data) | Map::XskMap(data) => data,
+        _ => {
+            return Err(XdpError::Config(format!(
+                "map {name} is not a redirect map"
+            )));
+        }
+    };
+    Ok(data.info().map_err(map_error(name))?.id())
+}
+
+/// The maps of the redirect tracepoint programs.
+pub(super) struct RedirectMaps {
+    /// Map id → 1 for each map whose failed redirects count.
+    pub watched: Hash<u32, u8>,
+    pub stats: Counters<RedirectStat>,
+}
+
+impl RedirectMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, XdpError> {
+        Ok(Self {
+            watched: Hash::take(ebpf, REDIRECT_MAPS_MAP)?,
+            stats: Counters::take(ebpf)?,
+        })
+    }
+}
 
 /// The maps `edge` uses.
 pub(super) struct EdgeMaps {

@@ -18,16 +18,18 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_ebpf_common::{
-    EDGE_PROGRAM, EdgeConfig, EdgePeer, INNER_PROGRAM, InnerConfig, MAX_AUTHZ_RULES,
-    MAX_LISTEN_PORTS, MAX_ROUTES, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP,
-    SessionInfo, TARGET_PROGRAM,
+    DATAPLANE_DEVS_MAP, DEVMAP_XMIT_PROGRAM, EDGE_PEERS_MAP, EDGE_PROGRAM, EDGE_XSKS_MAP,
+    EdgeConfig, EdgePeer, INNER_PROGRAM, InnerConfig, MAX_AUTHZ_RULES, MAX_LISTEN_PORTS,
+    MAX_ROUTES, MAX_WATCHED_MAPS, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP,
+    REDIRECT_ERR_PROGRAM, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM,
+    TARGET_XSKS_MAP,
 };
 use ipnet::Ipv4Net;
 
 use self::maps::{EdgeMaps, PolicyMaps};
 pub use self::{
     nat::NatSweep,
-    stats::{Counter, EdgeStats, InnerStats, Stats, TargetStats},
+    stats::{Counter, EdgeStats, InnerStats, RedirectStats, Stats, TargetStats},
     targets::{Forwarding, TargetSetup, forwarding_for},
 };
 use crate::policy::{Compiled, CompiledRules};
@@ -159,18 +161,95 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
     })
 }
 
+/// The redirect tracepoint programs (`xdp_redirect_err`, `xdp_devmap_xmit`) with their
+/// counters: redirects that failed in the kernel after a program returned, which no
+/// XDP counter can see. Loaded from their own copy of the object (its other maps kept
+/// small); dropping it detaches them.
+pub struct RedirectWatch {
+    _ebpf: Ebpf,
+    maps: maps::RedirectMaps,
+}
+
+impl RedirectWatch {
+    /// Loads and attaches both programs (they need the kernel's BTF) and counts the
+    /// failed redirects of the maps `map_ids` (at most [`MAX_WATCHED_MAPS`]).
+    pub fn start(map_ids: &[u32]) -> Result<Self, XdpError> {
+        if map_ids.len() > MAX_WATCHED_MAPS as usize {
+            return Err(XdpError::Config(format!(
+                "{} redirect maps to watch, at most {MAX_WATCHED_MAPS}",
+                map_ids.len()
+            )));
+        }
+        let mut loader = aya::EbpfLoader::new();
+        for (map, size) in [
+            (NAT_OUT_MAP, 1),
+            (NAT_IN_MAP, 1),
+            (SESSIONS_MAP, 1),
+            (EDGE_PEERS_MAP, 1),
+            ("RESET_BUCKETS", 1),
+        ] {
+            loader.map_max_entries(map, size);
+        }
+        let mut ebpf = loader
+            .load(XDP_OBJECT)
+            .map_err(|e| XdpError::Object(Box::new(e)))?;
+        let btf = aya::Btf::from_sys_fs().map_err(|e| {
+            XdpError::Config(format!(
+                "reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"
+            ))
+        })?;
+        for name in [REDIRECT_ERR_PROGRAM, DEVMAP_XMIT_PROGRAM] {
+            let program: &mut aya::programs::BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(XdpError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| XdpError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+            let failed = |source| XdpError::Program {
+                name,
+                source: Box::new(source),
+            };
+            program.load(name, &btf).map_err(failed)?;
+            program.attach().map_err(failed)?;
+        }
+        let mut maps = maps::RedirectMaps::take(&mut ebpf)?;
+        for id in map_ids {
+            maps.watched.insert(*id, 1)?;
+        }
+        Ok(Self { _ebpf: ebpf, maps })
+    }
+
+    /// Counters summed over all CPUs.
+    pub fn stats(&self) -> Result<RedirectStats, XdpError> {
+        self.maps.stats.read()
+    }
+}
+
 /// The `edge` program (public ENI) with its counters.
 pub struct Edge {
     loaded: Loaded,
     maps: EdgeMaps,
+    xsks_id: u32,
 }
 
 impl Edge {
     /// Loads the object and verifies the `edge` program.
     pub fn load() -> Result<Self, XdpError> {
         let mut loaded = Loaded::load(&[EDGE_PROGRAM], &[])?;
+        let xsks_id = maps::redirect_map_id(&loaded.ebpf, EDGE_XSKS_MAP)?;
         let maps = EdgeMaps::take(&mut loaded.ebpf)?;
-        Ok(Self { loaded, maps })
+        Ok(Self {
+            loaded,
+            maps,
+            xsks_id,
+        })
+    }
+
+    /// The kernel id of `edge`'s redirect map (its XSKMAP), for [`RedirectWatch`].
+    pub fn redirect_map_ids(&self) -> Vec<u32> {
+        vec![self.xsks_id]
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -241,6 +320,8 @@ pub struct Policy {
     loaded: Loaded,
     maps: PolicyMaps,
     grace: RulesGrace,
+    /// Kernel ids of the devmaps and the XSKMAP `inner` and `target` redirect through.
+    redirect_map_ids: Vec<u32>,
 }
 
 /// How long a replaced rule set stays untouched after the switch away from it.
@@ -284,12 +365,23 @@ impl Policy {
             &[INNER_PROGRAM, TARGET_PROGRAM],
             &[(NAT_OUT_MAP, flows), (NAT_IN_MAP, flows)],
         )?;
+        let redirect_map_ids = [TARGET_DEVS_MAP, DATAPLANE_DEVS_MAP, TARGET_XSKS_MAP]
+            .into_iter()
+            .map(|name| maps::redirect_map_id(&loaded.ebpf, name))
+            .collect::<Result<_, _>>()?;
         let maps = PolicyMaps::take(&mut loaded.ebpf)?;
         Ok(Self {
             loaded,
             maps,
             grace: RulesGrace::default(),
+            redirect_map_ids,
         })
+    }
+
+    /// The kernel ids of the maps `inner` and `target` redirect through, for
+    /// [`RedirectWatch`].
+    pub fn redirect_map_ids(&self) -> Vec<u32> {
+        self.redirect_map_ids.clone()
     }
 
     pub fn inner(&self) -> &Xdp {

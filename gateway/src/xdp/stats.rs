@@ -3,7 +3,8 @@
 use std::{fmt, marker::PhantomData};
 
 use gateway_ebpf_common::{
-    EDGE_STATS_MAP, EdgeStat, INNER_STATS_MAP, InnerStat, TARGET_STATS_MAP, TargetStat,
+    EDGE_STATS_MAP, EdgeStat, INNER_STATS_MAP, InnerStat, REDIRECT_STATS_MAP, RedirectStat,
+    TARGET_STATS_MAP, TargetStat,
 };
 
 /// A program's per-CPU counter array: its map name and counters in index order.
@@ -37,6 +38,14 @@ impl Counter for TargetStat {
     }
 }
 
+impl Counter for RedirectStat {
+    const MAP: &'static str = REDIRECT_STATS_MAP;
+    const ALL: &'static [Self] = &RedirectStat::ALL;
+    fn name(self) -> &'static str {
+        RedirectStat::name(self)
+    }
+}
+
 /// A snapshot of a program's counters, summed over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats<C: Counter> {
@@ -47,6 +56,7 @@ pub struct Stats<C: Counter> {
 pub type EdgeStats = Stats<EdgeStat>;
 pub type InnerStats = Stats<InnerStat>;
 pub type TargetStats = Stats<TargetStat>;
+pub type RedirectStats = Stats<RedirectStat>;
 
 impl<C: Counter> Default for Stats<C> {
     fn default() -> Self {
