@@ -16,7 +16,7 @@ use gateway::{
     config::Config,
     dataplane::counters::Counter,
     export::{ProfileInputs, client_profile},
-    pki::Pki,
+    pki::{Flaw, Pki},
 };
 use gateway_tests::{
     config::LabConfig,
@@ -914,6 +914,46 @@ fn revoked_foreign_and_unwrapped_clients_are_refused() {
         "{l}"
     );
     // A proper client still gets in.
+    gw.connect(&[]);
+    gw.stop();
+}
+
+#[test]
+fn certificates_that_break_the_identity_rules_are_refused() {
+    if !privilege::check("certificates_that_break_the_identity_rules_are_refused") {
+        return;
+    }
+    // Signed by the client CA, valid, not revoked: only the identity rules refuse them.
+    let flaws = [
+        ("noeku", Flaw::NoClientAuthUsage),
+        ("server", Flaw::ServerUsageOnly),
+        ("twocn", Flaw::SecondCommonName("alice")),
+    ];
+    let mut gw = Running::start_with("identity", "tls-crypt", "udp/1194", |pki| {
+        for (name, flaw) in flaws {
+            pki.issue_flawed_client(name, flaw).unwrap();
+        }
+    });
+    let retry = ["--connect-retry-max", "1"];
+    let mut logs = Vec::new();
+    for (name, _) in flaws {
+        let (cert, key) = (gw.pki.client_cert(name), gw.pki.client_key(name));
+        logs.push((name, gw.launch(name, &cert, &key, true, &retry)));
+    }
+    for (name, log) in &logs {
+        wait_until(
+            &format!("{name} to be refused"),
+            Duration::from_secs(20),
+            || read_log(log).contains("fatal SSL alert"),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{name}:\n{}", read_log(log)));
+        assert!(
+            !read_log(log).contains("Initialization Sequence Completed"),
+            "{name} got in"
+        );
+    }
+    assert!(gw.connections().is_empty(), "{:?}", gw.connections());
+    // A proper certificate still gets in.
     gw.connect(&[]);
     gw.stop();
 }

@@ -180,6 +180,9 @@ pub struct ServerSettings {
     /// Refuse every client while a CRL is past its `nextUpdate` (OpenVPN's and AWS
     /// Client VPN's behaviour); false: an expired CRL still counts.
     pub enforce_crl_expiry: bool,
+    /// Refuse client certificates without the extended key usage clientAuth (the
+    /// common-name rules always hold; see [`super::identity_rules`]).
+    pub require_client_eku: bool,
     /// Our certificate chain, leaf first.
     pub cert_chain: Vec<CertificateDer<'static>>,
     /// Our private key.
@@ -196,8 +199,9 @@ pub struct ServerSettings {
 
 impl ServerConfig {
     /// Validates the settings and builds the TLS server configuration: a client
-    /// certificate is required and verified against `ca` and `crls`; no session tickets
-    /// or session cache (§6).
+    /// certificate is required, verified against `ca` and `crls`, and held to the
+    /// identity rules (one common name; clientAuth when `require_client_eku`); no
+    /// session tickets or session cache (§6).
     pub fn new(settings: ServerSettings) -> Result<Self, ConfigError> {
         settings.common.validate()?;
         if settings.ciphers.is_empty() {
@@ -210,7 +214,10 @@ impl ServerConfig {
         if settings.enforce_crl_expiry {
             verifier = verifier.enforce_revocation_expiration();
         }
-        let verifier = verifier.build()?;
+        let verifier = Arc::new(super::identity_rules::IdentityRules {
+            inner: verifier.build()?,
+            require_eku: settings.require_client_eku,
+        });
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(settings.tls_versions.versions())
             .map_err(ConfigError::Tls)?

@@ -24,6 +24,7 @@ mod common_name;
 mod config;
 mod core;
 mod data_channel;
+mod identity_rules;
 mod key_state;
 mod rekey;
 mod server;
@@ -40,6 +41,7 @@ pub use config::{
     PUSH_REQUEST_INTERVAL, Renegotiation, ServerConfig, ServerSettings, TlsVersions,
 };
 pub use core::{Session, Transmit};
+pub use identity_rules::{IdentityError, check_client_identity};
 pub use server::StartError;
 pub use server_control::PENDING_TIMEOUT_REASON;
 

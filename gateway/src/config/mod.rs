@@ -109,6 +109,9 @@ pub struct Tls {
     pub tls_auth: Option<(PathBuf, AuthDigest)>,
     pub groups_from_certificate_ou: bool,
     pub expired_crl: ExpiredCrl,
+    /// Refuse client certificates without the extended key usage clientAuth (the rule of
+    /// exactly one common name always holds).
+    pub require_client_eku: bool,
 }
 
 /// `tls.expired_crl`: what a CRL past its `nextUpdate` means.

@@ -108,6 +108,9 @@ pub struct RawTls {
     /// What an expired CRL means: "refuse" (every client) or "warn".
     #[serde(default = "default_expired_crl")]
     pub expired_crl: String,
+    /// Refuse client certificates without the extended key usage clientAuth.
+    #[serde(default = "default_true")]
+    pub require_client_eku: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -331,6 +331,7 @@ fn tls(raw: &RawTls, p: &mut Problems) -> Tls {
                 ExpiredCrl::Refuse
             }
         },
+        require_client_eku: raw.require_client_eku,
     }
 }
 

@@ -159,6 +159,7 @@ mod tests {
             tls_auth: None,
             groups_from_certificate_ou: false,
             expired_crl: crate::config::ExpiredCrl::Refuse,
+            require_client_eku: true,
         }
     }
 

@@ -264,7 +264,32 @@ impl Pki {
         Ok(Issuer::from_ca_cert_pem(&read(&self.ca_cert())?, key)?)
     }
 
+    /// Issues a client certificate that breaks one of the gateway's identity rules
+    /// (tests of the rules; the gateway's own `issue_client` never makes one).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn issue_flawed_client(&self, name: &str, flaw: Flaw) -> Result<Issued, PkiError> {
+        self.issue_with(name, Kind::Client, None, |params| match flaw {
+            Flaw::NoClientAuthUsage => params.extended_key_usages.clear(),
+            Flaw::ServerUsageOnly => {
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth]
+            }
+            Flaw::SecondCommonName(second) => params
+                .distinguished_name
+                .push(DnType::CustomDnType(vec![2, 5, 4, 3]), second),
+        })
+    }
+
     fn issue(&self, name: &str, kind: Kind, group: Option<&str>) -> Result<Issued, PkiError> {
+        self.issue_with(name, kind, group, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        name: &str,
+        kind: Kind,
+        group: Option<&str>,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> Result<Issued, PkiError> {
         let issuer = self.issuer()?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let sans = match kind {
@@ -287,6 +312,7 @@ impl Pki {
             Kind::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Kind::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
+        tweak(&mut params);
         let serial = random_serial()?;
         params.serial_number = Some(serial.clone());
         validity(&mut params, DEFAULT_CERT_DAYS);
@@ -373,6 +399,18 @@ impl Pki {
         })?;
         write(&path, text.as_bytes(), false)
     }
+}
+
+/// How [`Pki::issue_flawed_client`] breaks the identity rules.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Clone, Copy, Debug)]
+pub enum Flaw {
+    /// No extended key usage at all.
+    NoClientAuthUsage,
+    /// serverAuth only.
+    ServerUsageOnly,
+    /// A second subject common name, after the requested one.
+    SecondCommonName(&'static str),
 }
 
 /// The subject's organizational units (OU) of a DER certificate, in order; empty when

@@ -175,6 +175,8 @@ pub struct SessionPolicy {
     pub renegotiation: Renegotiation,
     /// `tls.expired_crl = "refuse"`: no client gets in while a CRL is expired.
     pub enforce_crl_expiry: bool,
+    /// `tls.require_client_eku`.
+    pub require_client_eku: bool,
 }
 
 impl SessionPolicy {
@@ -182,6 +184,7 @@ impl SessionPolicy {
         Self {
             renegotiation: renegotiation(&config.endpoint),
             enforce_crl_expiry: config.tls.expired_crl == ExpiredCrl::Refuse,
+            require_client_eku: config.tls.require_client_eku,
         }
     }
 }
@@ -316,6 +319,7 @@ pub fn session_config(
         ca: material.client_ca,
         crls: material.crls,
         enforce_crl_expiry: policy.enforce_crl_expiry,
+        require_client_eku: policy.require_client_eku,
         cert_chain: material.cert_chain,
         key: material.key,
         tls_versions: TlsVersions::default(),

@@ -137,6 +137,7 @@ fn server_config(setup: &Setup) -> Arc<ServerConfig> {
             ca: vec![cert(setup.server_ca)],
             crls: vec![CertificateRevocationListDer::from_pem_slice(setup.server_crl).unwrap()],
             enforce_crl_expiry: true,
+            require_client_eku: true,
             cert_chain: vec![cert(setup.server_cert)],
             key: key(setup.server_key),
             tls_versions: setup.tls,
