@@ -228,6 +228,8 @@ fn lab_config(dir: &Path) -> LabConfig {
         // stock server gets the same: --connect-freq-initial 1000000 1).
         .hard_reset_rate(0)
         .reset_replies(0)
+        // Every generated session uses alice's certificate.
+        .max_sessions_per_identity(0)
         .without_crl()
         .authorize_all_users("10.10.0.0/24")
         .admin_socket(dir.join("admin.sock"))

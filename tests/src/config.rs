@@ -58,6 +58,8 @@ struct Endpoint {
     reset_replies: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rekey_interval_secs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_sessions_per_identity: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -154,6 +156,7 @@ impl LabConfig {
                 hard_reset_rate: None,
                 reset_replies: None,
                 rekey_interval_secs: None,
+                max_sessions_per_identity: None,
             },
             tls: Tls {
                 server_cert: text(pki_dir.join(pki_files::SERVER_CERT)),
@@ -236,6 +239,12 @@ impl LabConfig {
     pub fn keepalive(mut self, interval_secs: u32, timeout_secs: u32) -> Self {
         self.endpoint.keepalive_interval_secs = Some(interval_secs);
         self.endpoint.keepalive_timeout_secs = Some(timeout_secs);
+        self
+    }
+
+    /// `endpoint.max_sessions_per_identity` (0 = no limit).
+    pub fn max_sessions_per_identity(mut self, sessions: u32) -> Self {
+        self.endpoint.max_sessions_per_identity = Some(sessions);
         self
     }
 

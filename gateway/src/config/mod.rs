@@ -72,6 +72,9 @@ pub struct Endpoint {
     /// Open TCP connections at most, in all and from one source address.
     pub max_tcp_connections: usize,
     pub max_tcp_connections_per_source: usize,
+    /// Live sessions one certificate identity (common name) may hold; a new one beyond
+    /// it ends that identity's oldest. Zero: no limit.
+    pub max_sessions_per_identity: usize,
 }
 
 /// A transport and port the gateway listens on.

@@ -86,6 +86,8 @@ pub struct RawEndpoint {
     pub max_tcp_connections: u32,
     #[serde(default = "default_max_tcp_connections_per_source")]
     pub max_tcp_connections_per_source: u32,
+    #[serde(default = "default_max_sessions_per_identity")]
+    pub max_sessions_per_identity: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +209,11 @@ fn default_max_tcp_connections() -> u32 {
 /// Enough for an office behind one NAT address; far below what exhausts descriptors.
 fn default_max_tcp_connections_per_source() -> u32 {
     64
+}
+
+/// AWS Client VPN's client allows five connections at once; so does a user here.
+fn default_max_sessions_per_identity() -> u32 {
+    5
 }
 
 /// OpenVPN's `reneg-sec` default.

@@ -272,6 +272,7 @@ fn endpoint(raw: &RawEndpoint, p: &mut Problems) -> Option<Endpoint> {
         rekey_interval: Duration::from_secs(u64::from(raw.rekey_interval_secs)),
         max_tcp_connections: raw.max_tcp_connections as usize,
         max_tcp_connections_per_source: raw.max_tcp_connections_per_source as usize,
+        max_sessions_per_identity: raw.max_sessions_per_identity as usize,
         keepalive_timeout: raw.keepalive_timeout_secs,
     })
 }

@@ -437,20 +437,25 @@ pub enum CommonNameError {
     Missing,
     #[error("the common name is not text: {0}")]
     NotText(String),
+    #[error("the certificate has {0} common names; exactly one is allowed")]
+    Several(usize),
 }
 
-/// The subject common name of the first certificate in a PEM text.
+/// The subject common name of the first certificate in a PEM text: exactly one, as the
+/// gateway requires of client certificates (`gateway_proto::session::check_client_identity`;
+/// OpenVPN would take the last of several).
 pub fn common_name(pem_text: &str) -> Result<String, CommonNameError> {
     use x509_parser::prelude::{FromDer, X509Certificate, parse_x509_pem};
     let (_, pem) =
         parse_x509_pem(pem_text.as_bytes()).map_err(|e| CommonNameError::NotPem(e.to_string()))?;
     let (_, cert) = X509Certificate::from_der(&pem.contents)
         .map_err(|e| CommonNameError::NotCertificate(e.to_string()))?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .ok_or(CommonNameError::Missing)?;
+    let names: Vec<_> = cert.subject().iter_common_name().collect();
+    let cn = match names.as_slice() {
+        [] => return Err(CommonNameError::Missing),
+        [one] => one,
+        several => return Err(CommonNameError::Several(several.len())),
+    };
     cn.as_str()
         .map(str::to_string)
         .map_err(|e| CommonNameError::NotText(e.to_string()))

@@ -73,6 +73,22 @@ fn init_creates_a_ca_server_certificate_crl_and_tls_crypt_key() {
     let pem = fs::read_to_string(pki.server_cert()).unwrap();
     assert_eq!(common_name(&pem).unwrap(), "vpn.example.test");
     assert!(common_name("garbage").is_err());
+    // One rule with the session's: several common names are refused, not picked from.
+    pki.issue_flawed_client("first", Flaw::SecondCommonName("second"))
+        .unwrap();
+    let two = fs::read_to_string(pki.client_cert("first")).unwrap();
+    assert!(matches!(
+        common_name(&two),
+        Err(CommonNameError::Several(2))
+    ));
+    let der = x509_parser::pem::parse_x509_pem(two.as_bytes())
+        .unwrap()
+        .1
+        .contents;
+    assert_eq!(
+        gateway_proto::session::check_client_identity(&der, true),
+        Err(gateway_proto::session::IdentityError::SeveralCommonNames(2))
+    );
     let key = fs::read_to_string(pki.tls_crypt_key()).unwrap();
     assert!(gateway_proto::static_key::StaticKey::parse(&key).is_ok());
     assert!(matches!(

@@ -130,6 +130,15 @@ impl Harness {
         Self::build_with(tag, client_cidr, ou, None)
     }
 
+    /// [`Harness::new`] with the lab configuration changed by `configure`.
+    pub fn configured(
+        tag: &str,
+        client_cidr: &str,
+        configure: impl FnOnce(LabConfig) -> LabConfig,
+    ) -> Self {
+        Self::assemble(tag, client_cidr, false, None, configure)
+    }
+
     /// [`Harness::build`] with the server sessions' renegotiation limits (`None`: what
     /// `gateway serve` derives from the configuration).
     pub fn build_with(
@@ -138,6 +147,16 @@ impl Harness {
         ou: bool,
         renegotiation: Option<Renegotiation>,
     ) -> Self {
+        Self::assemble(tag, client_cidr, ou, renegotiation, |c| c)
+    }
+
+    fn assemble(
+        tag: &str,
+        client_cidr: &str,
+        ou: bool,
+        renegotiation: Option<Renegotiation>,
+        configure: impl FnOnce(LabConfig) -> LabConfig,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-serve-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let pki = Pki::init(&dir, "Serve CA", "server").unwrap();
@@ -145,12 +164,14 @@ impl Harness {
             pki.issue_client(name, None).unwrap();
         }
         pki.issue_client("dave", Some("eng")).unwrap();
-        let text = LabConfig::new("t", &dir)
-            .client_cidr(client_cidr)
-            .groups_from_certificate_ou(ou)
-            .authorize_groups("10.10.0.0/24", ["eng"])
-            .group("eng", ["alice", "bob"])
-            .to_toml();
+        let text = configure(
+            LabConfig::new("t", &dir)
+                .client_cidr(client_cidr)
+                .groups_from_certificate_ou(ou)
+                .authorize_groups("10.10.0.0/24", ["eng"])
+                .group("eng", ["alice", "bob"]),
+        )
+        .to_toml();
         let config = Config::parse(&text, "t").unwrap();
         let material = tls::load(&config.tls).unwrap();
         let mut policy = super::SessionPolicy::of(&config);

@@ -685,3 +685,54 @@ fn tcp_connections_close_when_their_session_ends_or_never_starts() {
     assert_eq!(h.server.sessions(), 0);
     assert_eq!(h.closed_streams, [addr(7), addr(2)]);
 }
+
+#[test]
+fn one_identity_holds_at_most_its_session_limit_and_a_new_session_ends_the_oldest() {
+    let mut h = Harness::configured("identity-limit", "10.200.0.0/22", |c| {
+        c.max_sessions_per_identity(2)
+    });
+    let mut first = h.client("alice");
+    let first_lease = established(&h.pump(&mut first, addr(2))).unwrap();
+    let mut second = h.client("alice");
+    established(&h.pump(&mut second, addr(3))).unwrap();
+    let mut bob = h.client("bob");
+    established(&h.pump(&mut bob, addr(4))).unwrap();
+    assert_eq!(h.server.pool().leased(), 3);
+    // A third alice: the oldest alice is told to stop, the others stay.
+    let mut third = h.client("alice");
+    established(&h.pump(&mut third, addr(5))).unwrap();
+    let listed = h.server.connections(Now::system());
+    let oldest = listed.iter().find(|c| c.remote == addr(2)).unwrap();
+    assert_eq!(oldest.status, "terminating", "{oldest:?}");
+    assert!(oldest.status_message.contains("replaced"), "{oldest:?}");
+    assert_eq!(h.server.replaced(), 1);
+    // Ended as a terminated session is (HALT, which the terminate test follows to the
+    // client); the data plane lets go at once.
+    let first_peer = h.xdp.up.iter().find(|u| u.0 == first_lease).unwrap().1;
+    assert!(
+        h.xdp
+            .carried
+            .iter()
+            .any(|(id, c)| *id == first_peer && c.is_none())
+    );
+    h.timeout(Instant::now() + std::time::Duration::from_secs(10));
+    let active: Vec<_> = h
+        .server
+        .connections(Now::system())
+        .into_iter()
+        .filter(|c| c.status == "active")
+        .map(|c| (c.common_name, c.remote))
+        .collect();
+    assert_eq!(active.len(), 3, "{active:?}");
+    assert!(active.contains(&("alice".into(), addr(3))), "{active:?}");
+    assert!(active.contains(&("alice".into(), addr(5))), "{active:?}");
+    assert!(active.contains(&("bob".into(), addr(4))), "{active:?}");
+    // However many alices come, alice never holds more than two leases.
+    for i in 0..6u8 {
+        let mut again = h.client("alice");
+        established(&h.pump(&mut again, addr(10 + i))).unwrap();
+        h.timeout(Instant::now() + std::time::Duration::from_secs(10));
+    }
+    assert_eq!(h.server.pool().leased(), 3);
+    assert_eq!(h.server.replaced(), 7);
+}

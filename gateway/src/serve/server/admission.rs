@@ -3,7 +3,10 @@
 //! is refused. Directory and SSO authentication plug in here as an asynchronous step
 //! between the session's `AuthRequest` and [`Server::admit`].
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Instant,
+};
 
 use gateway_ebpf_common::SessionInfo;
 use gateway_proto::{
@@ -11,10 +14,11 @@ use gateway_proto::{
     push::{AuthFailure, KeepaliveSettings, PushPolicy, Route, RouteGateway, TunnelMode},
     session::AuthRequest,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::{Now, Server};
+use super::{Now, Server, registry::Ending};
 use crate::{
+    admin::printable,
     config::Groups,
     policy::{GroupId, group_set},
 };
@@ -117,8 +121,12 @@ impl Server {
         self.config.groups = groups;
     }
 
-    /// Admits an authenticated client: a lease and its push, or AUTH_FAILED.
+    /// Admits an authenticated client: a lease and its push, or AUTH_FAILED. At the
+    /// identity's session limit its oldest live session is ended first (HALT), so one
+    /// certificate never holds more than `endpoint.max_sessions_per_identity` leases
+    /// and a reconnecting user is never locked out by their own dead sessions.
     fn admit(&mut self, now: Now, peer_id: u32, common_name: String, groups: Vec<GroupId>) {
+        self.make_room_for(now, peer_id, &common_name);
         let lease = self.pool.lease();
         let Some(client) = self.clients.get_mut(&peer_id) else {
             return;
@@ -146,6 +154,40 @@ impl Server {
                     },
                 );
             }
+        }
+    }
+
+    /// Ends the oldest live sessions of `common_name` (other than `peer_id`) until a new
+    /// one fits under the identity's limit.
+    fn make_room_for(&mut self, now: Now, peer_id: u32, common_name: &str) {
+        let limit = self.config.endpoint.max_sessions_per_identity;
+        if limit == 0 {
+            return;
+        }
+        let mut same: Vec<(Option<Instant>, u32)> = self
+            .clients
+            .iter()
+            .filter(|&(&id, c)| {
+                id != peer_id
+                    && c.lease.is_some()
+                    && c.ending.is_none()
+                    && c.common_name == common_name
+            })
+            .map(|(&id, c)| (c.established_at, id))
+            .collect();
+        if same.len() < limit {
+            return;
+        }
+        same.sort();
+        for &(_, oldest) in &same[..same.len() + 1 - limit] {
+            info!(
+                peer_id = oldest,
+                cn = %printable(common_name),
+                limit,
+                "ending the identity's oldest session for a new one"
+            );
+            self.replaced += 1;
+            self.end(now, oldest, Ending::Replaced);
         }
     }
 

@@ -135,7 +135,7 @@ fn describe(c: &Client, ended: Option<(SystemTime, &str)>) -> Connection {
     let traffic = c.activity.traffic();
     let (status, message) = match (ended, c.ending) {
         (Some((_, reason)), _) => ("terminated", reason.to_string()),
-        (None, Some(ending @ (Ending::Terminated | Ending::Revoked))) => {
+        (None, Some(ending @ (Ending::Terminated | Ending::Revoked | Ending::Replaced))) => {
             ("terminating", ending.message().to_string())
         }
         (None, Some(_)) => ("terminating", String::new()),

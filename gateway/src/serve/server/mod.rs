@@ -146,6 +146,8 @@ pub struct Server {
     wire: VecDeque<Output>,
     /// Tunnel packets dropped because their source was not the sending session's lease.
     spoofed: u64,
+    /// Sessions ended for a newer one of the same identity at its limit.
+    pub(super) replaced: u64,
     /// Datagrams dropped: unwrap, cookie or session checks failed (garbage, forgeries,
     /// replays, packets of unknown sessions).
     dropped: u64,
@@ -200,6 +202,7 @@ impl Server {
             plane: VecDeque::new(),
             wire: VecDeque::new(),
             spoofed: 0,
+            replaced: 0,
             dropped: 0,
             ended: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -227,6 +230,11 @@ impl Server {
     /// sending session's lease.
     pub fn spoofed(&self) -> u64 {
         self.spoofed
+    }
+
+    /// Sessions ended because their identity reached `endpoint.max_sessions_per_identity`.
+    pub fn replaced(&self) -> u64 {
+        self.replaced
     }
 
     /// The next thing to do: XDP and data-plane changes first, then datagrams and seam

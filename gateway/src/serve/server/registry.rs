@@ -22,6 +22,9 @@ pub(super) enum Ending {
     Terminated,
     /// The CRL now revokes the client's certificate.
     Revoked,
+    /// A newer session of the same identity took its place
+    /// (`endpoint.max_sessions_per_identity`).
+    Replaced,
     Shutdown,
 }
 
@@ -32,6 +35,7 @@ impl Ending {
             Ending::SessionTimeout => "session timeout reached",
             Ending::Terminated => "terminated by the administrator",
             Ending::Revoked => "certificate revoked",
+            Ending::Replaced => "replaced by a newer connection with the same certificate",
             Ending::Shutdown => "the gateway is shutting down",
         }
     }
@@ -179,7 +183,7 @@ impl Server {
     /// message closes silently.
     pub(super) fn end(&mut self, now: Now, peer_id: u32, why: Ending) {
         let halt = match why {
-            Ending::Terminated | Ending::Revoked => true,
+            Ending::Terminated | Ending::Revoked | Ending::Replaced => true,
             Ending::SessionTimeout => self.config.endpoint.disconnect_on_session_timeout,
             Ending::Shutdown => false,
         };
