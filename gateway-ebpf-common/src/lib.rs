@@ -261,10 +261,13 @@ pub enum InnerStat {
     ClientToClientDisabled,
     /// To an address inside the client CIDR that no live session leases.
     NoSuchClient,
+    /// The IPv4 header carries a loose or strict source route option (LSRR, SSRR): the
+    /// sender, not the routing table, would pick the path.
+    SourceRoute,
 }
 
 impl InnerStat {
-    pub const ALL: [InnerStat; 18] = [
+    pub const ALL: [InnerStat; 19] = [
         InnerStat::Allowed,
         InnerStat::Drop,
         InnerStat::Spoofed,
@@ -283,6 +286,7 @@ impl InnerStat {
         InnerStat::ClientToClient,
         InnerStat::ClientToClientDisabled,
         InnerStat::NoSuchClient,
+        InnerStat::SourceRoute,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -306,6 +310,7 @@ impl InnerStat {
             InnerStat::ClientToClient => "client_to_client",
             InnerStat::ClientToClientDisabled => "client_to_client_disabled",
             InnerStat::NoSuchClient => "no_such_client",
+            InnerStat::SourceRoute => "source_route",
         }
     }
 }

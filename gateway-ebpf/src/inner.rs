@@ -1,7 +1,8 @@
 //! `inner`: where decrypted client packets enter. Checks that the source is a live
-//! session's lease (anti-spoof), that a route covers the destination and that the most
-//! specific authorization rule admits the session; then translates the source to the
-//! target ENI's address and forwards. Everything else is dropped and counted by reason.
+//! session's lease (anti-spoof), that the packet carries no source route, that a route
+//! covers the destination and that the most specific authorization rule admits the
+//! session; then translates the source to the target ENI's address and forwards.
+//! Everything else is dropped and counted by reason.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
@@ -18,7 +19,7 @@ use crate::{
     nat::{End, NatError, mapping, rewrite},
     packet::{
         ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REQUEST, Ipv4Hdr, Transport, fragment,
-        header_at, ipv4_lengths, transport,
+        header_at, ipv4_lengths, ipv4_source_routed, transport,
     },
 };
 
@@ -79,6 +80,11 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     }
     let ip: &Ipv4Hdr = header_at(ctx, ETH_HDR_LEN).ok_or(InnerStat::MalformedIpv4)?;
     let (header_len, total_len) = ipv4_lengths(ctx, ip).ok_or(InnerStat::MalformedIpv4)?;
+    if header_len > 20
+        && ipv4_source_routed(ctx, header_len).map_err(|()| InnerStat::MalformedIpv4)?
+    {
+        return Err(InnerStat::SourceRoute);
+    }
     // SAFETY: HashMap::get is unsafe because userspace may update or delete the entry
     // while the reference lives. RCU keeps the value's memory valid for this program
     // run, the reference is only read and does not outlive it, and SessionInfo is plain

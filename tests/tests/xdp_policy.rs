@@ -966,3 +966,73 @@ fn clients_reach_each_other_only_when_enabled_and_authorized() {
         &tcp(SNAT, HOST, 40000),
     );
 }
+
+#[test]
+fn source_routed_packets_are_refused_and_other_options_pass() {
+    if !privilege::check("source_routed_packets_are_refused_and_other_options_pass") {
+        return;
+    }
+    let fx = Fixture::new(1024);
+    let with =
+        |options: &[u8]| frame::udp_with_ip_options(DEV_LEASE, HOST, 40000, 53, options, b"q");
+    // 39 no-ops, then an option type with no room for its length byte.
+    let longest_malformed = [[1; 39].as_slice(), &[0x44]].concat();
+    let refused: [(&str, &[u8], InnerStat); 9] = [
+        (
+            "lsrr",
+            &[0x83, 7, 4, 10, 0, 5, 5, 1],
+            InnerStat::SourceRoute,
+        ),
+        (
+            "ssrr",
+            &[0x89, 7, 4, 10, 0, 5, 5, 1],
+            InnerStat::SourceRoute,
+        ),
+        (
+            "lsrr after no-ops",
+            &[1, 1, 1, 0x83, 7, 4, 10, 0, 5, 5, 0, 0],
+            InnerStat::SourceRoute,
+        ),
+        (
+            "ssrr after a timestamp",
+            &[0x44, 8, 5, 0, 0, 0, 0, 0, 0x89, 7, 4, 10, 0, 5, 5, 0],
+            InnerStat::SourceRoute,
+        ),
+        (
+            "length past the header",
+            &[0x07, 9, 4, 0, 0, 0, 0, 0],
+            InnerStat::MalformedIpv4,
+        ),
+        ("length below 2", &[0x44, 1, 0, 0], InnerStat::MalformedIpv4),
+        ("length 0", &[1, 0x07, 0, 0], InnerStat::MalformedIpv4),
+        ("no length byte", &[1, 1, 1, 0x07], InnerStat::MalformedIpv4),
+        (
+            "the longest list, malformed at its end",
+            &longest_malformed,
+            InnerStat::MalformedIpv4,
+        ),
+    ];
+    for (name, options, reason) in refused {
+        fx.expect_drop(name, &with(options), reason);
+    }
+    let passed: [(&str, &[u8]); 7] = [
+        ("record route", &[0x07, 7, 4, 0, 0, 0, 0, 0]),
+        ("timestamp", &[0x44, 8, 5, 0, 0, 0, 0, 0]),
+        ("router alert", &[0x94, 4, 0, 0]),
+        ("no-ops", &[1, 1, 1, 1]),
+        (
+            "a source-route type inside another option",
+            &[0x07, 7, 4, 0x83, 7, 4, 0x89, 0],
+        ),
+        ("after the end of the list", &[0, 0x83, 7, 4, 10, 0, 5, 5]),
+        ("the longest list of no-ops", &[1; 40]),
+    ];
+    for (i, (name, options)) in passed.into_iter().enumerate() {
+        let port = 41000 + i as u16;
+        fx.expect_translated(
+            name,
+            &frame::udp_with_ip_options(DEV_LEASE, HOST, port, 53, options, b"q"),
+            &frame::udp_with_ip_options(SNAT, HOST, port, 53, options, b"q"),
+        );
+    }
+}
