@@ -264,10 +264,21 @@ pub enum InnerStat {
     /// The IPv4 header carries a loose or strict source route option (LSRR, SSRR): the
     /// sender, not the routing table, would pick the path.
     SourceRoute,
+    /// To one of the gateway's own addresses (any interface of its network namespace,
+    /// or an interface's directed broadcast address; `GATEWAY_ADDRS`).
+    GatewayAddress,
+    /// To loopback (127.0.0.0/8), "this network" (0.0.0.0/8), link-local
+    /// (169.254.0.0/16, other than the metadata service) or the reserved 240.0.0.0/4.
+    SpecialDestination,
+    /// To 169.254.169.254, the cloud instance metadata service: the gateway's own
+    /// credentials live there.
+    MetadataService,
+    /// To a multicast address (224.0.0.0/4) or the limited broadcast 255.255.255.255.
+    MulticastOrBroadcast,
 }
 
 impl InnerStat {
-    pub const ALL: [InnerStat; 19] = [
+    pub const ALL: [InnerStat; 23] = [
         InnerStat::Allowed,
         InnerStat::Drop,
         InnerStat::Spoofed,
@@ -287,6 +298,10 @@ impl InnerStat {
         InnerStat::ClientToClientDisabled,
         InnerStat::NoSuchClient,
         InnerStat::SourceRoute,
+        InnerStat::GatewayAddress,
+        InnerStat::SpecialDestination,
+        InnerStat::MetadataService,
+        InnerStat::MulticastOrBroadcast,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -311,6 +326,10 @@ impl InnerStat {
             InnerStat::ClientToClientDisabled => "client_to_client_disabled",
             InnerStat::NoSuchClient => "no_such_client",
             InnerStat::SourceRoute => "source_route",
+            InnerStat::GatewayAddress => "gateway_address",
+            InnerStat::SpecialDestination => "special_destination",
+            InnerStat::MetadataService => "metadata_service",
+            InnerStat::MulticastOrBroadcast => "multicast_or_broadcast",
         }
     }
 }
@@ -334,6 +353,12 @@ pub const INNER_PROGRAM: &str = "inner";
 pub const INNER_STATS_MAP: &str = "INNER_STATS";
 /// Hash map: leased client address (network byte order) → [`SessionInfo`].
 pub const SESSIONS_MAP: &str = "SESSIONS";
+/// Hash map: every IPv4 address of the gateway's network namespace, and each
+/// interface's directed broadcast address (network byte order) → 1. `inner` refuses
+/// packets to them.
+pub const GATEWAY_ADDRS_MAP: &str = "GATEWAY_ADDRS";
+/// Capacity of [`GATEWAY_ADDRS_MAP`].
+pub const MAX_GATEWAY_ADDRS: u32 = 1024;
 /// LPM tries: destination network → [`PolicyValue`] (route and authorization rule
 /// together), one per rule-set generation.
 pub const POLICY_MAPS: [&str; 2] = ["POLICY_0", "POLICY_1"];

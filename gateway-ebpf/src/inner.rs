@@ -1,5 +1,7 @@
 //! `inner`: where decrypted client packets enter. Checks that the source is a live
-//! session's lease (anti-spoof), that the packet carries no source route, that a route
+//! session's lease (anti-spoof), that the packet carries no source route, that the
+//! destination is not one a client may never reach (the gateway itself, loopback,
+//! link-local and the metadata service, multicast, broadcast, reserved), that a route
 //! covers the destination and that the most specific authorization rule admits the
 //! session; then translates the source to the target ENI's address and forwards.
 //! Everything else is dropped and counted by reason.
@@ -11,7 +13,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_ebpf_common::{
-    FlowKey, InnerConfig, InnerStat, MAX_POLICY_PREFIXES, MAX_SESSIONS, PolicyValue, SessionInfo,
+    FlowKey, InnerConfig, InnerStat, MAX_GATEWAY_ADDRS, MAX_POLICY_PREFIXES, MAX_SESSIONS,
+    PolicyValue, SessionInfo,
 };
 
 use crate::{
@@ -31,6 +34,9 @@ static SESSIONS: HashMap<[u8; 4], SessionInfo> = HashMap::with_max_entries(MAX_S
 
 #[map(name = "INNER_CONFIG")]
 static INNER_CONFIG: Array<InnerConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "GATEWAY_ADDRS")]
+static GATEWAY_ADDRS: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_GATEWAY_ADDRS, 0);
 
 #[map(name = "POLICY_GENERATION")]
 static POLICY_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
@@ -72,6 +78,28 @@ fn in_network(addr: [u8; 4], network: [u8; 4], netmask: [u8; 4]) -> bool {
         && u32::from_ne_bytes(netmask) != 0
 }
 
+/// Refuses destinations no client may reach, whatever the routes and rules say: the
+/// gateway's own addresses and the special-purpose ranges (RFC 6890) that are never a
+/// host behind a target interface.
+#[inline(always)]
+fn check_destination(dst: [u8; 4]) -> Result<(), InnerStat> {
+    match dst {
+        [169, 254, 169, 254] => return Err(InnerStat::MetadataService),
+        [255, 255, 255, 255] => return Err(InnerStat::MulticastOrBroadcast),
+        [0 | 127, ..] | [169, 254, ..] => return Err(InnerStat::SpecialDestination),
+        _ => {}
+    }
+    match dst[0] >> 4 {
+        0xe => return Err(InnerStat::MulticastOrBroadcast),
+        0xf => return Err(InnerStat::SpecialDestination),
+        _ => {}
+    }
+    if GATEWAY_ADDRS.get_ptr(dst).is_some() {
+        return Err(InnerStat::GatewayAddress);
+    }
+    Ok(())
+}
+
 #[inline(always)]
 fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     let eth: &EthHdr = header_at(ctx, 0).ok_or(InnerStat::MalformedIpv4)?;
@@ -91,6 +119,8 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     // integers, so even a value the control plane rewrites meanwhile reads as a valid
     // (if stale) SessionInfo.
     let session = unsafe { SESSIONS.get(ip.src) }.ok_or(InnerStat::Spoofed)?;
+    // Before any lookup: no route or rule (not even 0.0.0.0/0) opens these.
+    check_destination(ip.dst)?;
     let destination = Key::new(32, ip.dst);
     // One read of the generation: the route and the rule come from the same rule set,
     // and from one lookup (see `PolicyValue`).

@@ -967,6 +967,175 @@ fn clients_reach_each_other_only_when_enabled_and_authorized() {
     );
 }
 
+/// The fixture with a full tunnel: a route to 0.0.0.0/0 and a rule admitting all users
+/// there, so only the isolation rules stand between a client and any destination.
+fn full_tunnel(fx: &mut Fixture) {
+    let mut everything = rules();
+    everything.extend(compile_authorization(&[rule(
+        "0.0.0.0/0",
+        Access::AllUsers,
+    )]));
+    replace_when_ready(
+        &mut fx.policy,
+        CompiledRules::new(routes(&["0.0.0.0/0"]), everything),
+    )
+    .unwrap();
+}
+
+#[test]
+fn destinations_no_route_or_rule_opens_are_refused() {
+    if !privilege::check("destinations_no_route_or_rule_opens_are_refused") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    full_tunnel(&mut fx);
+    // The gateway's addresses: its target ENI (the SNAT address) with its directed
+    // broadcast, and its public address.
+    let own = [SNAT, [10, 0, 255, 255], [198, 51, 100, 1]].map(Ipv4Addr::from);
+    fx.policy.set_gateway_addresses(&own).unwrap();
+    let cases: [(&str, [u8; 4], InnerStat); 14] = [
+        (
+            "instance metadata",
+            [169, 254, 169, 254],
+            InnerStat::MetadataService,
+        ),
+        (
+            "link-local",
+            [169, 254, 1, 1],
+            InnerStat::SpecialDestination,
+        ),
+        (
+            "link-local, last",
+            [169, 254, 255, 255],
+            InnerStat::SpecialDestination,
+        ),
+        ("loopback", [127, 0, 0, 1], InnerStat::SpecialDestination),
+        (
+            "loopback, elsewhere",
+            [127, 1, 2, 3],
+            InnerStat::SpecialDestination,
+        ),
+        ("this network", [0, 0, 0, 0], InnerStat::SpecialDestination),
+        (
+            "this network, a host",
+            [0, 1, 2, 3],
+            InnerStat::SpecialDestination,
+        ),
+        ("reserved", [240, 0, 0, 1], InnerStat::SpecialDestination),
+        (
+            "limited broadcast",
+            [255, 255, 255, 255],
+            InnerStat::MulticastOrBroadcast,
+        ),
+        ("all hosts", [224, 0, 0, 1], InnerStat::MulticastOrBroadcast),
+        (
+            "ssdp",
+            [239, 255, 255, 250],
+            InnerStat::MulticastOrBroadcast,
+        ),
+        ("the target ENI", SNAT, InnerStat::GatewayAddress),
+        (
+            "its directed broadcast",
+            [10, 0, 255, 255],
+            InnerStat::GatewayAddress,
+        ),
+        (
+            "the public address",
+            [198, 51, 100, 1],
+            InnerStat::GatewayAddress,
+        ),
+    ];
+    for (name, dst, reason) in cases {
+        fx.expect_drop(name, &tcp(DEV_LEASE, dst, 40000), reason);
+        fx.expect_drop(
+            name,
+            &frame::udp(MANAGER_LEASE, dst, 5353, 53, b"q"),
+            reason,
+        );
+        fx.expect_drop(
+            name,
+            &frame::icmp_echo(DEV_LEASE, dst, 9, 1, b"ping"),
+            reason,
+        );
+    }
+    assert!(fx.policy.nat_mappings().unwrap().is_empty());
+    // The full tunnel itself works, next to the refused addresses.
+    for dst in [
+        [169, 253, 255, 255],
+        [223, 255, 255, 255],
+        [1, 0, 0, 0],
+        [10, 0, 255, 254],
+    ] {
+        fx.expect_translated(
+            "an ordinary destination",
+            &tcp(DEV_LEASE, dst, 40000),
+            &tcp(SNAT, dst, 40000),
+        );
+    }
+    // A new set replaces the old one: the public address is reachable again.
+    let fewer = [SNAT, [10, 0, 255, 255]].map(Ipv4Addr::from);
+    fx.policy.set_gateway_addresses(&fewer).unwrap();
+    assert_eq!(fx.policy.gateway_addresses().unwrap(), fewer);
+    fx.expect_translated(
+        "a former gateway address",
+        &tcp(DEV_LEASE, [198, 51, 100, 1], 40000),
+        &tcp(SNAT, [198, 51, 100, 1], 40000),
+    );
+    fx.expect_drop(
+        "still the gateway's",
+        &tcp(DEV_LEASE, SNAT, 40000),
+        InnerStat::GatewayAddress,
+    );
+    let too_many: Vec<Ipv4Addr> = (0..=gateway_ebpf_common::MAX_GATEWAY_ADDRS)
+        .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+        .collect();
+    assert!(fx.policy.set_gateway_addresses(&too_many).is_err());
+}
+
+#[test]
+fn the_gateway_namespace_addresses_fill_the_refused_set() {
+    if !privilege::check("the_gateway_namespace_addresses_fill_the_refused_set") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    full_tunnel(&mut fx);
+    let peer = fx._lab.add_namespace("peer").unwrap();
+    fx._lab
+        .veth(
+            (&fx.ns, "eni0", Some("10.0.0.9/16")),
+            (&peer, "eni0p", None),
+        )
+        .unwrap();
+    let own = fx
+        .ns
+        .run_in(gateway::net::gateway_addresses)
+        .unwrap()
+        .unwrap();
+    let want = [
+        [10, 0, 0, 9],
+        [10, 0, 255, 255],
+        [127, 0, 0, 1],
+        [127, 255, 255, 255],
+    ];
+    assert_eq!(own, want.map(Ipv4Addr::from), "{own:?}");
+    fx.policy.set_gateway_addresses(&own).unwrap();
+    fx.expect_drop(
+        "directed broadcast of the ENI",
+        &frame::udp(DEV_LEASE, [10, 0, 255, 255], 5353, 53, b"q"),
+        InnerStat::GatewayAddress,
+    );
+    fx.expect_drop(
+        "the ENI",
+        &tcp(DEV_LEASE, SNAT, 40000),
+        InnerStat::GatewayAddress,
+    );
+    fx.expect_translated(
+        "a host",
+        &tcp(DEV_LEASE, HOST, 40000),
+        &tcp(SNAT, HOST, 40000),
+    );
+}
+
 #[test]
 fn source_routed_packets_are_refused_and_other_options_pass() {
     if !privilege::check("source_routed_packets_are_refused_and_other_options_pass") {

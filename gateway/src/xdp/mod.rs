@@ -19,8 +19,8 @@ use aya::{
 };
 use gateway_ebpf_common::{
     EDGE_PROGRAM, EdgeConfig, EdgePeer, INNER_PROGRAM, InnerConfig, MAX_AUTHZ_RULES,
-    MAX_LISTEN_PORTS, MAX_ROUTES, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP,
-    SessionInfo, TARGET_PROGRAM,
+    MAX_GATEWAY_ADDRS, MAX_LISTEN_PORTS, MAX_ROUTES, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP,
+    NAT_OUT_MAP, SessionInfo, TARGET_PROGRAM,
 };
 use ipnet::Ipv4Net;
 
@@ -369,6 +369,42 @@ impl Policy {
             client_netmask: client_cidr.netmask().octets(),
             client_to_client: u32::from(client_to_client),
         })
+    }
+
+    /// Tells `inner` the gateway's own addresses (replacing those set before): packets
+    /// to them are dropped (`gateway_address`), whatever the routes and rules. At most
+    /// [`MAX_GATEWAY_ADDRS`]; [`crate::net::gateway_addresses`] lists the namespace's.
+    pub fn set_gateway_addresses(&mut self, addresses: &[Ipv4Addr]) -> Result<(), XdpError> {
+        if addresses.len() > MAX_GATEWAY_ADDRS as usize {
+            return Err(XdpError::Config(format!(
+                "{} gateway addresses, at most {MAX_GATEWAY_ADDRS}",
+                addresses.len()
+            )));
+        }
+        let wanted: Vec<[u8; 4]> = addresses.iter().map(Ipv4Addr::octets).collect();
+        let map = &mut self.maps.gateway_addrs;
+        for (old, _) in map.entries()? {
+            if !wanted.contains(&old) {
+                map.remove_if_present(&old)?;
+            }
+        }
+        for addr in wanted {
+            map.insert(addr, 1)?;
+        }
+        Ok(())
+    }
+
+    /// The addresses [`Policy::set_gateway_addresses`] put in force, sorted.
+    pub fn gateway_addresses(&self) -> Result<Vec<Ipv4Addr>, XdpError> {
+        let mut addresses: Vec<Ipv4Addr> = self
+            .maps
+            .gateway_addrs
+            .entries()?
+            .into_iter()
+            .map(|(addr, _)| addr.into())
+            .collect();
+        addresses.sort();
+        Ok(addresses)
     }
 
     /// Admits packets from `lease` as coming from this session.
