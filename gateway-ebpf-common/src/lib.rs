@@ -275,10 +275,13 @@ pub enum InnerStat {
     MetadataService,
     /// To a multicast address (224.0.0.0/4) or the limited broadcast 255.255.255.255.
     MulticastOrBroadcast,
+    /// Allowed, but with a TTL of 1 or less: passed to the kernel untranslated (no NAT
+    /// state), which answers the client with ICMP time exceeded and never forwards it.
+    TtlExpired,
 }
 
 impl InnerStat {
-    pub const ALL: [InnerStat; 23] = [
+    pub const ALL: [InnerStat; 24] = [
         InnerStat::Allowed,
         InnerStat::Drop,
         InnerStat::Spoofed,
@@ -302,6 +305,7 @@ impl InnerStat {
         InnerStat::SpecialDestination,
         InnerStat::MetadataService,
         InnerStat::MulticastOrBroadcast,
+        InnerStat::TtlExpired,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -330,6 +334,7 @@ impl InnerStat {
             InnerStat::SpecialDestination => "special_destination",
             InnerStat::MetadataService => "metadata_service",
             InnerStat::MulticastOrBroadcast => "multicast_or_broadcast",
+            InnerStat::TtlExpired => "ttl_expired",
         }
     }
 }

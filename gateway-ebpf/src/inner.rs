@@ -157,6 +157,14 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     }
     let route = &entry.route;
     count(InnerStat::Allowed);
+    if ip.ttl <= 1 {
+        // A router answers with time exceeded, from its own address to the client's:
+        // the kernel does, given the packet as the client sent it. Translated first, the
+        // answer would go to the gateway's SNAT address instead, and a NAT mapping would
+        // be made for a packet that never leaves.
+        count(InnerStat::TtlExpired);
+        return Ok(XDP_PASS);
+    }
 
     let (frag_offset, more_fragments) = fragment(ip);
     if frag_offset != 0 {

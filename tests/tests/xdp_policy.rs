@@ -597,11 +597,13 @@ fn translated_packets_with_a_known_next_hop_are_redirected() {
     let stats = fx.policy.inner_stats().unwrap();
     assert_eq!(stats.get(InnerStat::Redirected), 1, "{stats}");
 
-    // TTL 1 is left to the kernel, which answers with time-exceeded.
-    let mut dying = tcp(DEV_LEASE, HOST, 40000);
-    dying[22] = 1;
-    checksum::fix_ipv4_header(&mut dying);
-    assert_eq!(fx.inner(&dying).verdict, Verdict::Pass);
+    // TTL 1 is left to the kernel untranslated, which answers the client with time
+    // exceeded.
+    let dying = with_ttl(tcp(DEV_LEASE, HOST, 40000), 1);
+    xdp::assert_untouched(fx.policy.inner(), &dying, Verdict::Pass).unwrap();
+    let stats = fx.policy.inner_stats().unwrap();
+    assert_eq!(stats.get(InnerStat::TtlExpired), 1, "{stats}");
+    assert_eq!(stats.get(InnerStat::Redirected), 1, "{stats}");
 }
 
 /// Two swaps in quick succession: the second would refill the generation `inner` read
@@ -967,6 +969,13 @@ fn clients_reach_each_other_only_when_enabled_and_authorized() {
     );
 }
 
+/// `f` with its IPv4 TTL set to `ttl` (header checksum fixed).
+fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+    f[22] = ttl;
+    checksum::fix_ipv4_header(&mut f);
+    f
+}
+
 /// The fixture with a full tunnel: a route to 0.0.0.0/0 and a rule admitting all users
 /// there, so only the isolation rules stand between a client and any destination.
 fn full_tunnel(fx: &mut Fixture) {
@@ -1204,4 +1213,56 @@ fn source_routed_packets_are_refused_and_other_options_pass() {
             &frame::udp_with_ip_options(SNAT, HOST, port, 53, options, b"q"),
         );
     }
+}
+
+#[test]
+fn a_ttl_expiring_packet_goes_to_the_kernel_untranslated_without_nat_state() {
+    if !privilege::check("a_ttl_expiring_packet_goes_to_the_kernel_untranslated_without_nat_state")
+    {
+        return;
+    }
+    let fx = Fixture::new(1024);
+    for ttl in [1, 0] {
+        for f in [
+            tcp(DEV_LEASE, HOST, 40000),
+            frame::udp(DEV_LEASE, HOST, 40000, 33434, b"traceroute"),
+            frame::icmp_echo(DEV_LEASE, HOST, 7, 1, b"ping"),
+        ] {
+            let dying = with_ttl(f, ttl);
+            let before = fx.policy.inner_stats().unwrap();
+            // Untouched: the kernel's time exceeded must go to the client's lease.
+            xdp::assert_untouched(fx.policy.inner(), &dying, Verdict::Pass)
+                .unwrap_or_else(|e| panic!("ttl {ttl}: {e:#}"));
+            let moved = fx.policy.inner_stats().unwrap().since(&before);
+            for stat in InnerStat::ALL {
+                let want = u64::from(matches!(stat, InnerStat::Allowed | InnerStat::TtlExpired));
+                assert_eq!(
+                    moved.get(stat),
+                    want,
+                    "ttl {ttl}: {} ({moved})",
+                    stat.name()
+                );
+            }
+        }
+    }
+    assert!(fx.policy.nat_mappings().unwrap().is_empty());
+    assert!(fx.policy.nat_reverse().unwrap().is_empty());
+    // Authorization comes first: an expiring packet the rules refuse is dropped.
+    fx.expect_drop(
+        "expiring, not authorized",
+        &with_ttl(tcp(MANAGER_LEASE, HOST, 40000), 1),
+        InnerStat::NotAuthorized,
+    );
+    fx.expect_drop(
+        "expiring, to the metadata service",
+        &with_ttl(tcp(DEV_LEASE, [169, 254, 169, 254], 80), 1),
+        InnerStat::MetadataService,
+    );
+    // TTL 2 still leaves the gateway: translated.
+    fx.expect_translated(
+        "ttl 2",
+        &with_ttl(tcp(DEV_LEASE, HOST, 40000), 2),
+        &with_ttl(tcp(SNAT, HOST, 40000), 2),
+    );
+    assert_eq!(fx.policy.nat_mappings().unwrap().len(), 1);
 }
