@@ -339,10 +339,10 @@ impl InnerStat {
     }
 }
 
-/// Array of one [`InnerConfig`].
+/// Array of one [`InnerConfig`], read by `inner` and `target`.
 pub const INNER_CONFIG_MAP: &str = "INNER_CONFIG";
 
-/// What `inner` needs to know about the endpoint.
+/// What `inner` (and `target`, for the client CIDR) needs to know about the endpoint.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InnerConfig {
@@ -425,7 +425,9 @@ pub enum TargetStat {
     PassedToKernel,
     /// Not a reply to any translated flow: passed to the host untouched.
     Miss,
-    /// Frames dropped (malformed IPv4 or L4 headers).
+    /// Frames dropped, for any reason (malformed IPv4 or L4 headers, [`Unsolicited`]).
+    ///
+    /// [`Unsolicited`]: TargetStat::Unsolicited
     Drop,
     /// Of the translated: ICMP errors (unreachable, fragmentation needed, time
     /// exceeded, parameter problem) about a translated flow, rewritten through their
@@ -438,10 +440,14 @@ pub enum TargetStat {
     /// (CHECKSUM_PARTIAL, as veth and bridge peers send): kept partial for the new
     /// destination, finished by the kernel or by the worker that seals the frame.
     PartialChecksum,
+    /// Not a reply to any translated flow, but to an address inside the client CIDR:
+    /// dropped. Clients are reachable only through their own flows; the kernel would
+    /// otherwise forward it into the TAP and on to the session that leases it.
+    Unsolicited,
 }
 
 impl TargetStat {
-    pub const ALL: [TargetStat; 8] = [
+    pub const ALL: [TargetStat; 9] = [
         TargetStat::Translated,
         TargetStat::Redirected,
         TargetStat::PassedToKernel,
@@ -450,6 +456,7 @@ impl TargetStat {
         TargetStat::IcmpError,
         TargetStat::Steered,
         TargetStat::PartialChecksum,
+        TargetStat::Unsolicited,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -463,6 +470,7 @@ impl TargetStat {
             TargetStat::IcmpError => "icmp_error",
             TargetStat::Steered => "steered",
             TargetStat::PartialChecksum => "partial_checksum",
+            TargetStat::Unsolicited => "unsolicited",
         }
     }
 }

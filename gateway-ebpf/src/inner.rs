@@ -22,7 +22,7 @@ use crate::{
     nat::{End, NatError, mapping, rewrite},
     packet::{
         ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REQUEST, Ipv4Hdr, Transport, fragment,
-        header_at, ipv4_lengths, ipv4_source_routed, transport,
+        header_at, in_network, ipv4_lengths, ipv4_source_routed, transport,
     },
 };
 
@@ -32,8 +32,9 @@ static INNER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(InnerStat::
 #[map(name = "SESSIONS")]
 static SESSIONS: HashMap<[u8; 4], SessionInfo> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 
+/// Also read by `target` (one object, one map): replies go only to leases with a flow.
 #[map(name = "INNER_CONFIG")]
-static INNER_CONFIG: Array<InnerConfig> = Array::with_max_entries(1, 0);
+pub(crate) static INNER_CONFIG: Array<InnerConfig> = Array::with_max_entries(1, 0);
 
 #[map(name = "GATEWAY_ADDRS")]
 static GATEWAY_ADDRS: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_GATEWAY_ADDRS, 0);
@@ -70,12 +71,6 @@ fn count(stat: InnerStat) {
         // copy meanwhile; userspace only reads it (a copy through the bpf syscall).
         unsafe { *slot += 1 };
     }
-}
-
-#[inline(always)]
-fn in_network(addr: [u8; 4], network: [u8; 4], netmask: [u8; 4]) -> bool {
-    u32::from_ne_bytes(addr) & u32::from_ne_bytes(netmask) == u32::from_ne_bytes(network)
-        && u32::from_ne_bytes(netmask) != 0
 }
 
 /// Refuses destinations no client may reach, whatever the routes and rules say: the

@@ -123,6 +123,14 @@ pub fn ipv4_lengths(ctx: &XdpContext, ip: &Ipv4Hdr) -> Option<(usize, usize)> {
     Some((header_len, total_len))
 }
 
+/// Whether `addr` lies in `network`/`netmask` (all network byte order); an all-zero
+/// netmask (no network configured) contains nothing.
+#[inline(always)]
+pub fn in_network(addr: [u8; 4], network: [u8; 4], netmask: [u8; 4]) -> bool {
+    u32::from_ne_bytes(addr) & u32::from_ne_bytes(netmask) == u32::from_ne_bytes(network)
+        && u32::from_ne_bytes(netmask) != 0
+}
+
 /// IPv4 option types (RFC 791): end of the list, no-operation, and the loose and strict
 /// source routes (copied flag set, as senders use them).
 const IPOPT_END: u8 = 0;

@@ -1266,3 +1266,94 @@ fn a_ttl_expiring_packet_goes_to_the_kernel_untranslated_without_nat_state() {
     );
     assert_eq!(fx.policy.nat_mappings().unwrap().len(), 1);
 }
+
+#[test]
+fn unsolicited_packets_to_the_client_network_are_dropped_on_the_target() {
+    if !privilege::check("unsolicited_packets_to_the_client_network_are_dropped_on_the_target") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    fx.policy
+        .set_client_network("10.200.0.0/22".parse().unwrap(), false)
+        .unwrap();
+    let udp_out = fx
+        .inner(&frame::udp(DEV_LEASE, HOST, 40000, 53, b"q"))
+        .frame;
+    fx.inner(&tcp(DEV_LEASE, HOST, 40000));
+    let mut later = frame::udp(HOST, DEV_LEASE, 53, 40000, &[0; 16]);
+    frame::set_fragment(&mut later, false, 185);
+    let mut gre = frame::udp(HOST, DEV_LEASE, 1, 2, b"abcd");
+    gre[23] = 47;
+    checksum::fix_ipv4_header(&mut gre);
+    let stranger = frame::udp(DEV_LEASE, HOST, 40999, 53, b"x");
+    let unsolicited = [
+        (
+            "tcp to a lease",
+            frame::tcp(HOST, DEV_LEASE, 443, 40000, b"x"),
+        ),
+        (
+            "udp to a lease",
+            frame::udp(HOST, DEV_LEASE, 53, 40000, b"a"),
+        ),
+        (
+            "ping to a lease",
+            frame::icmp_echo(HOST, DEV_LEASE, 1, 1, b"ping"),
+        ),
+        (
+            "to an unleased client address",
+            frame::tcp(HOST, [10, 200, 3, 7], 1, 2, b""),
+        ),
+        (
+            "to the client broadcast",
+            frame::udp(HOST, [10, 200, 3, 255], 1, 2, b""),
+        ),
+        ("a later fragment", later),
+        ("another protocol", gre),
+        (
+            "an icmp error about no flow",
+            frame::icmp_error(HOST, DEV_LEASE, 3, 3, [0; 4], ip_packet(&stranger)),
+        ),
+    ];
+    for (name, f) in &unsolicited {
+        let before = fx.policy.target_stats().unwrap();
+        assert_eq!(fx.target(f).verdict, Verdict::Drop, "{name}");
+        let moved = fx.policy.target_stats().unwrap().since(&before);
+        for stat in TargetStat::ALL {
+            let want = u64::from(matches!(stat, TargetStat::Unsolicited | TargetStat::Drop));
+            assert_eq!(moved.get(stat), want, "{name}: {} ({moved})", stat.name());
+        }
+    }
+    // Replies to the client's own flows still reach it, ICMP errors about them too.
+    let replies = [
+        (
+            "tcp reply",
+            frame::tcp(HOST, SNAT, 443, 40000, b"200 OK"),
+            frame::tcp(HOST, DEV_LEASE, 443, 40000, b"200 OK"),
+        ),
+        (
+            "port unreachable",
+            frame::icmp_error(HOST, SNAT, 3, 3, [0; 4], ip_packet(&udp_out)),
+            frame::icmp_error(
+                HOST,
+                DEV_LEASE,
+                3,
+                3,
+                [0; 4],
+                ip_packet(&frame::udp(DEV_LEASE, HOST, 40000, 53, b"q")),
+            ),
+        ),
+    ];
+    for (name, reply, expected) in &replies {
+        let out = fx.target(reply);
+        assert_eq!(out.verdict, Verdict::Pass, "{name}");
+        assert_frame(name, &out.frame, expected);
+    }
+    // Anything else for the host passes to it untouched, as before.
+    let other = frame::tcp(HOST, [10, 0, 0, 10], 443, 40000, b"x");
+    xdp::assert_untouched(fx.policy.target(), &other, Verdict::Pass).unwrap();
+    let stats = fx.policy.target_stats().unwrap();
+    assert_eq!(stats.get(TargetStat::Translated), 2, "{stats}");
+    assert_eq!(stats.get(TargetStat::IcmpError), 1, "{stats}");
+    assert_eq!(stats.get(TargetStat::Unsolicited), 8, "{stats}");
+    assert_eq!(stats.get(TargetStat::Miss), 1, "{stats}");
+}

@@ -358,7 +358,8 @@ impl Policy {
         self.maps.target_stats.read()
     }
 
-    /// Tells `inner` the client CIDR and whether clients may reach each other.
+    /// Tells `inner` the client CIDR and whether clients may reach each other; `target`
+    /// drops what arrives for the client CIDR unless it is a reply to a translated flow.
     pub fn set_client_network(
         &mut self,
         client_cidr: Ipv4Net,
