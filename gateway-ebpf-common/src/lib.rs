@@ -444,10 +444,13 @@ pub enum TargetStat {
     /// dropped. Clients are reachable only through their own flows; the kernel would
     /// otherwise forward it into the TAP and on to the session that leases it.
     Unsolicited,
+    /// Of the translated: TTL of 1 or less, so never steered to AF_XDP; forwarded to the
+    /// kernel, which answers the sender with ICMP time exceeded.
+    TtlExpired,
 }
 
 impl TargetStat {
-    pub const ALL: [TargetStat; 9] = [
+    pub const ALL: [TargetStat; 10] = [
         TargetStat::Translated,
         TargetStat::Redirected,
         TargetStat::PassedToKernel,
@@ -457,6 +460,7 @@ impl TargetStat {
         TargetStat::Steered,
         TargetStat::PartialChecksum,
         TargetStat::Unsolicited,
+        TargetStat::TtlExpired,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -471,6 +475,7 @@ impl TargetStat {
             TargetStat::Steered => "steered",
             TargetStat::PartialChecksum => "partial_checksum",
             TargetStat::Unsolicited => "unsolicited",
+            TargetStat::TtlExpired => "ttl_expired",
         }
     }
 }

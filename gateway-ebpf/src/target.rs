@@ -24,7 +24,7 @@ use gateway_ebpf_common::{
 };
 
 use crate::{
-    checksum::{partial_form, pseudo_header},
+    checksum::{partial_form, pseudo_header, replace16},
     forward::{Forwarded, forward},
     inner::INNER_CONFIG,
     nat::{
@@ -192,11 +192,16 @@ fn icmp_error(ctx: &XdpContext, l4: usize, dst: [u8; 4]) -> Result<u32, TargetSt
 }
 
 /// Counts a translated frame and sends it towards the data plane: to the AF_XDP socket
-/// of this rx queue when a worker has one, else forwarded (to the TAP).
+/// of this rx queue when a worker has one, else forwarded (to the TAP). One whose TTL
+/// expires here is never steered: forwarding leaves it to the kernel, which answers the
+/// sender with time exceeded, as a router does.
 #[inline(always)]
 fn towards_client(ctx: &XdpContext, peer_id: u32) -> u32 {
     count(TargetStat::Translated);
-    if let Some(action) = steer(ctx, peer_id) {
+    let expiring = header_at::<Ipv4Hdr>(ctx, ETH_HDR_LEN).is_none_or(|ip| ip.ttl <= 1);
+    if expiring {
+        count(TargetStat::TtlExpired);
+    } else if let Some(action) = steer(ctx, peer_id) {
         count(TargetStat::Steered);
         return action;
     }
@@ -213,7 +218,9 @@ fn towards_client(ctx: &XdpContext, peer_id: u32) -> u32 {
 }
 
 /// Redirects to the worker's AF_XDP socket on this interface's rx queue, with `peer_id`
-/// in the metadata; `None` (frame and metadata unchanged) when there is no socket.
+/// in the metadata and the TTL decremented (the frame is forwarded, as by
+/// [`forward`]); `None` (frame and metadata unchanged) when there is no socket. The
+/// caller has checked that the TTL is above 1.
 #[inline(always)]
 fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -249,7 +256,16 @@ fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
         });
     }
     match TARGET_XSKS.redirect(slot, 0) {
-        Ok(action) => Some(action),
+        Ok(action) => {
+            // The redirect happens once the program returns: the frame may still change.
+            // The packet is read again, after the metadata move.
+            if let Some(ip) = header_at_mut::<Ipv4Hdr>(ctx, ETH_HDR_LEN) {
+                let before = [ip.ttl, ip.protocol];
+                ip.ttl = ip.ttl.saturating_sub(1);
+                ip.check = replace16(ip.check, before, [ip.ttl, ip.protocol]);
+            }
+            Some(action)
+        }
         // The socket went away since the lookup.
         Err(_) => {
             // SAFETY: `ctx.ctx` is this run's live xdp_md; this gives back exactly the

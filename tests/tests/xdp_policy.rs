@@ -498,10 +498,11 @@ fn translated_replies_go_to_the_af_xdp_socket_of_their_queue_with_the_peer_id() 
             .unwrap()
     };
 
-    // Arriving on eth0's queue 0: to the socket, the session's peer-id in front.
+    // Arriving on eth0's queue 0: to the socket, the session's peer-id in front, one hop
+    // less (forwarded, as a router does).
     let (out, meta) = on(&fx, eth0);
     assert_eq!(out.verdict, Verdict::Redirect);
-    assert_frame("steered reply", &out.frame, &expected);
+    assert_frame("steered reply", &out.frame, &with_ttl(expected.clone(), 63));
     let word = |at: usize| u32::from_ne_bytes(meta[at..at + 4].try_into().unwrap());
     assert_eq!(meta.len(), 8, "metadata: {}", xdp::hex(&meta));
     assert_eq!(word(0), XSK_META_MAGIC);
@@ -1356,4 +1357,64 @@ fn unsolicited_packets_to_the_client_network_are_dropped_on_the_target() {
     assert_eq!(stats.get(TargetStat::IcmpError), 1, "{stats}");
     assert_eq!(stats.get(TargetStat::Unsolicited), 8, "{stats}");
     assert_eq!(stats.get(TargetStat::Miss), 1, "{stats}");
+}
+
+#[test]
+fn an_expiring_reply_is_not_steered_and_steered_replies_lose_one_ttl() {
+    if !privilege::check("an_expiring_reply_is_not_steered_and_steered_replies_lose_one_ttl") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    fx._lab
+        .veth((&fx.ns, "eth0", None), (&fx.ns, "eth1", None))
+        .unwrap();
+    fx.inner(&tcp(DEV_LEASE, HOST, 40000));
+    let eth0 = fx
+        .ns
+        .run_in(|| nix::net::if_::if_nametoindex("eth0").unwrap())
+        .unwrap();
+    let socket = fx.ns.run_in(|| Xsk::bind(eth0, 0)).unwrap().unwrap();
+    fx.policy.insert_target_xsk(eth0, 0, &socket).unwrap();
+    let on_eth0 = |fx: &Fixture, f: &[u8]| {
+        let program = fx.policy.target();
+        let before = fx.policy.target_stats().unwrap();
+        let (out, meta) = fx
+            .ns
+            .run_in(|| xdp::run_on(program, f, eth0, 0))
+            .unwrap()
+            .unwrap();
+        (out, meta, fx.policy.target_stats().unwrap().since(&before))
+    };
+    let reply = |ttl| with_ttl(frame::tcp(HOST, SNAT, 443, 40000, b"200 OK"), ttl);
+    let translated = |ttl| with_ttl(frame::tcp(HOST, DEV_LEASE, 443, 40000, b"200 OK"), ttl);
+
+    // Steered as a router forwards: one hop less, the header checksum updated.
+    for ttl in [64, 2, 255] {
+        let (out, meta, moved) = on_eth0(&fx, &reply(ttl));
+        assert_eq!(out.verdict, Verdict::Redirect, "ttl {ttl}");
+        assert_eq!(meta.len(), 8, "ttl {ttl}");
+        assert_frame("steered", &out.frame, &translated(ttl - 1));
+        assert_eq!(moved.get(TargetStat::Steered), 1, "ttl {ttl}: {moved}");
+        assert_eq!(moved.get(TargetStat::TtlExpired), 0, "ttl {ttl}: {moved}");
+    }
+    // Expiring here: to the kernel (which tells the sender), not to the worker.
+    for ttl in [1, 0] {
+        let (out, meta, moved) = on_eth0(&fx, &reply(ttl));
+        assert_eq!(out.verdict, Verdict::Pass, "ttl {ttl}");
+        assert!(meta.is_empty(), "ttl {ttl}: {}", xdp::hex(&meta));
+        assert_frame("expiring", &out.frame, &translated(ttl));
+        for stat in TargetStat::ALL {
+            let want = u64::from(matches!(
+                stat,
+                TargetStat::Translated | TargetStat::TtlExpired | TargetStat::PassedToKernel
+            ));
+            assert_eq!(
+                moved.get(stat),
+                want,
+                "ttl {ttl}: {} ({moved})",
+                stat.name()
+            );
+        }
+    }
+    drop(socket);
 }
