@@ -44,11 +44,15 @@ pub enum EdgeStat {
     ResetRateLimited,
     /// UDP to a listen port that is not OpenVPN (empty, or an unknown opcode): dropped.
     NotOpenVpn,
+    /// Not OpenVPN, and to an address inside the client CIDR: dropped. Only the data
+    /// plane delivers to clients; the kernel would otherwise forward such a frame into
+    /// the TAP, where a worker would hand it to the session that leases it.
+    ToClientNetwork,
 }
 
 impl EdgeStat {
     /// Every counter, in index order.
-    pub const ALL: [EdgeStat; 18] = [
+    pub const ALL: [EdgeStat; 19] = [
         EdgeStat::Pass,
         EdgeStat::Drop,
         EdgeStat::NonIpv4,
@@ -67,6 +71,7 @@ impl EdgeStat {
         EdgeStat::ControlPassed,
         EdgeStat::ResetRateLimited,
         EdgeStat::NotOpenVpn,
+        EdgeStat::ToClientNetwork,
     ];
     /// Number of entries in `EDGE_STATS`.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -92,6 +97,7 @@ impl EdgeStat {
             EdgeStat::ControlPassed => "control_passed",
             EdgeStat::ResetRateLimited => "reset_rate_limited",
             EdgeStat::NotOpenVpn => "not_openvpn",
+            EdgeStat::ToClientNetwork => "to_client_network",
         }
     }
 }
@@ -133,6 +139,10 @@ pub struct EdgeConfig {
     pub resets_per_second: u32,
     /// How many hard resets a source may send in a burst.
     pub reset_burst: u32,
+    /// The client CIDR: network and netmask, network byte order (all zero: none).
+    /// Frames to it that are not OpenVPN are dropped.
+    pub client_network: [u8; 4],
+    pub client_netmask: [u8; 4],
 }
 
 /// A live session as `edge` sees it.
@@ -590,8 +600,8 @@ mod pod {
     // SAFETY: #[repr(C)], byte arrays, a u8 and explicit `_pad` bytes: 16 bytes,
     // alignment 1, no padding, any bits valid.
     unsafe impl aya::Pod for super::FlowKey {}
-    // SAFETY: #[repr(C)], [[u8; 2]; 4] then two u32: 16 bytes, no padding, any bits
-    // valid.
+    // SAFETY: #[repr(C)], [[u8; 2]; 4], two u32 then two [u8; 4]: 24 bytes, no
+    // padding, any bits valid.
     unsafe impl aya::Pod for super::EdgeConfig {}
     // SAFETY: #[repr(C)], one [u8; 4]: any bits valid.
     unsafe impl aya::Pod for super::EdgePeer {}
@@ -656,7 +666,7 @@ mod tests {
     fn map_types_have_no_implicit_padding() {
         use core::mem::size_of;
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<EdgeConfig>(), 16);
+        assert_eq!(size_of::<EdgeConfig>(), 24);
         assert_eq!(size_of::<NatOut>(), 16);
         assert_eq!(size_of::<NatIn>(), 24);
         assert_eq!(size_of::<RouteValue>(), 8);

@@ -326,8 +326,8 @@ pub fn session_config(
 
 /// Loads the XDP programs and attaches them: `edge` on the public interface, `inner` on
 /// the TAP, `target` on every target interface; routes and rules from the config, and
-/// the gateway's own addresses, which `inner` refuses whatever the rules (the TAP's
-/// included: it exists by now).
+/// the isolation the programs enforce whatever the rules: the client CIDR to `edge`,
+/// the gateway's own addresses to `inner` (the TAP's included: it exists by now).
 fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
     let mut edge = Edge::load()?;
     edge.configure(
@@ -335,6 +335,7 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
         config.endpoint.hard_reset_rate,
         config.endpoint.hard_reset_burst,
     )?;
+    edge.set_client_network(config.endpoint.client_cidr)?;
     edge.attach(&config.endpoint.public_interface, AttachMode::Auto)?;
     let mut policy = Policy::load()?;
     let compiled = policy::compile(config, &lookup_interface)?;

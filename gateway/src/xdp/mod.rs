@@ -18,9 +18,9 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_ebpf_common::{
-    EDGE_PROGRAM, EdgeConfig, EdgePeer, INNER_PROGRAM, InnerConfig, MAX_AUTHZ_RULES,
-    MAX_GATEWAY_ADDRS, MAX_LISTEN_PORTS, MAX_ROUTES, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP,
-    NAT_OUT_MAP, SessionInfo, TARGET_PROGRAM,
+    EDGE_PROGRAM, EdgePeer, INNER_PROGRAM, InnerConfig, MAX_AUTHZ_RULES, MAX_GATEWAY_ADDRS,
+    MAX_LISTEN_PORTS, MAX_ROUTES, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP,
+    SessionInfo, TARGET_PROGRAM,
 };
 use ipnet::Ipv4Net;
 
@@ -190,7 +190,8 @@ impl Edge {
 
     /// Sets the UDP listen ports (at most [`MAX_LISTEN_PORTS`]) and the per-source
     /// hard-reset limit (`resets_per_second` 0 = none). Until this is called no port is
-    /// treated as OpenVPN and everything passes.
+    /// treated as OpenVPN and everything passes (but what
+    /// [`Edge::set_client_network`] refuses). The client network stays as set.
     pub fn configure(
         &mut self,
         listen_ports: &[u16],
@@ -203,14 +204,23 @@ impl Edge {
                 listen_ports.len()
             )));
         }
-        let mut config = EdgeConfig {
-            resets_per_second,
-            reset_burst,
-            ..Default::default()
-        };
+        let mut config = self.maps.config.get()?;
+        config.resets_per_second = resets_per_second;
+        config.reset_burst = reset_burst;
+        config.listen_ports = Default::default();
         for (slot, port) in config.listen_ports.iter_mut().zip(listen_ports) {
             *slot = port.to_be_bytes();
         }
+        self.maps.config.set(config)
+    }
+
+    /// Tells `edge` the client CIDR: frames to it that are not OpenVPN are dropped
+    /// (`to_client_network`), since only the data plane may deliver to a client. Until
+    /// this is called no frame is refused for its destination.
+    pub fn set_client_network(&mut self, client_cidr: Ipv4Net) -> Result<(), XdpError> {
+        let mut config = self.maps.config.get()?;
+        config.client_network = client_cidr.network().octets();
+        config.client_netmask = client_cidr.netmask().octets();
         self.maps.config.set(config)
     }
 
