@@ -44,11 +44,15 @@ pub enum EdgeStat {
     ResetRateLimited,
     /// UDP to a listen port that is not OpenVPN (empty, or an unknown opcode): dropped.
     NotOpenVpn,
+    /// Not OpenVPN, and to an address inside the client CIDR: dropped. Only the data
+    /// plane delivers to clients; the kernel would otherwise forward such a frame into
+    /// the TAP, where a worker would hand it to the session that leases it.
+    ToClientNetwork,
 }
 
 impl EdgeStat {
     /// Every counter, in index order.
-    pub const ALL: [EdgeStat; 18] = [
+    pub const ALL: [EdgeStat; 19] = [
         EdgeStat::Pass,
         EdgeStat::Drop,
         EdgeStat::NonIpv4,
@@ -67,6 +71,7 @@ impl EdgeStat {
         EdgeStat::ControlPassed,
         EdgeStat::ResetRateLimited,
         EdgeStat::NotOpenVpn,
+        EdgeStat::ToClientNetwork,
     ];
     /// Number of entries in `EDGE_STATS`.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -92,6 +97,7 @@ impl EdgeStat {
             EdgeStat::ControlPassed => "control_passed",
             EdgeStat::ResetRateLimited => "reset_rate_limited",
             EdgeStat::NotOpenVpn => "not_openvpn",
+            EdgeStat::ToClientNetwork => "to_client_network",
         }
     }
 }
@@ -133,6 +139,10 @@ pub struct EdgeConfig {
     pub resets_per_second: u32,
     /// How many hard resets a source may send in a burst.
     pub reset_burst: u32,
+    /// The client CIDR: network and netmask, network byte order (all zero: none).
+    /// Frames to it that are not OpenVPN are dropped.
+    pub client_network: [u8; 4],
+    pub client_netmask: [u8; 4],
 }
 
 /// A live session as `edge` sees it.
@@ -261,10 +271,27 @@ pub enum InnerStat {
     ClientToClientDisabled,
     /// To an address inside the client CIDR that no live session leases.
     NoSuchClient,
+    /// The IPv4 header carries a loose or strict source route option (LSRR, SSRR): the
+    /// sender, not the routing table, would pick the path.
+    SourceRoute,
+    /// To one of the gateway's own addresses (any interface of its network namespace,
+    /// or an interface's directed broadcast address; `GATEWAY_ADDRS`).
+    GatewayAddress,
+    /// To loopback (127.0.0.0/8), "this network" (0.0.0.0/8), link-local
+    /// (169.254.0.0/16, other than the metadata service) or the reserved 240.0.0.0/4.
+    SpecialDestination,
+    /// To 169.254.169.254, the cloud instance metadata service: the gateway's own
+    /// credentials live there.
+    MetadataService,
+    /// To a multicast address (224.0.0.0/4) or the limited broadcast 255.255.255.255.
+    MulticastOrBroadcast,
+    /// Allowed, but with a TTL of 1 or less: passed to the kernel untranslated (no NAT
+    /// state), which answers the client with ICMP time exceeded and never forwards it.
+    TtlExpired,
 }
 
 impl InnerStat {
-    pub const ALL: [InnerStat; 18] = [
+    pub const ALL: [InnerStat; 24] = [
         InnerStat::Allowed,
         InnerStat::Drop,
         InnerStat::Spoofed,
@@ -283,6 +310,12 @@ impl InnerStat {
         InnerStat::ClientToClient,
         InnerStat::ClientToClientDisabled,
         InnerStat::NoSuchClient,
+        InnerStat::SourceRoute,
+        InnerStat::GatewayAddress,
+        InnerStat::SpecialDestination,
+        InnerStat::MetadataService,
+        InnerStat::MulticastOrBroadcast,
+        InnerStat::TtlExpired,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -306,14 +339,20 @@ impl InnerStat {
             InnerStat::ClientToClient => "client_to_client",
             InnerStat::ClientToClientDisabled => "client_to_client_disabled",
             InnerStat::NoSuchClient => "no_such_client",
+            InnerStat::SourceRoute => "source_route",
+            InnerStat::GatewayAddress => "gateway_address",
+            InnerStat::SpecialDestination => "special_destination",
+            InnerStat::MetadataService => "metadata_service",
+            InnerStat::MulticastOrBroadcast => "multicast_or_broadcast",
+            InnerStat::TtlExpired => "ttl_expired",
         }
     }
 }
 
-/// Array of one [`InnerConfig`].
+/// Array of one [`InnerConfig`], read by `inner` and `target`.
 pub const INNER_CONFIG_MAP: &str = "INNER_CONFIG";
 
-/// What `inner` needs to know about the endpoint.
+/// What `inner` (and `target`, for the client CIDR) needs to know about the endpoint.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InnerConfig {
@@ -329,6 +368,12 @@ pub const INNER_PROGRAM: &str = "inner";
 pub const INNER_STATS_MAP: &str = "INNER_STATS";
 /// Hash map: leased client address (network byte order) → [`SessionInfo`].
 pub const SESSIONS_MAP: &str = "SESSIONS";
+/// Hash map: every IPv4 address of the gateway's network namespace, and each
+/// interface's directed broadcast address (network byte order) → 1. `inner` refuses
+/// packets to them.
+pub const GATEWAY_ADDRS_MAP: &str = "GATEWAY_ADDRS";
+/// Capacity of [`GATEWAY_ADDRS_MAP`].
+pub const MAX_GATEWAY_ADDRS: u32 = 1024;
 /// LPM tries: destination network → [`PolicyValue`] (route and authorization rule
 /// together), one per rule-set generation.
 pub const POLICY_MAPS: [&str; 2] = ["POLICY_0", "POLICY_1"];
@@ -390,7 +435,9 @@ pub enum TargetStat {
     PassedToKernel,
     /// Not a reply to any translated flow: passed to the host untouched.
     Miss,
-    /// Frames dropped (malformed IPv4 or L4 headers).
+    /// Frames dropped, for any reason (malformed IPv4 or L4 headers, [`Unsolicited`]).
+    ///
+    /// [`Unsolicited`]: TargetStat::Unsolicited
     Drop,
     /// Of the translated: ICMP errors (unreachable, fragmentation needed, time
     /// exceeded, parameter problem) about a translated flow, rewritten through their
@@ -403,10 +450,17 @@ pub enum TargetStat {
     /// (CHECKSUM_PARTIAL, as veth and bridge peers send): kept partial for the new
     /// destination, finished by the kernel or by the worker that seals the frame.
     PartialChecksum,
+    /// Not a reply to any translated flow, but to an address inside the client CIDR:
+    /// dropped. Clients are reachable only through their own flows; the kernel would
+    /// otherwise forward it into the TAP and on to the session that leases it.
+    Unsolicited,
+    /// Of the translated: TTL of 1 or less, so never steered to AF_XDP; forwarded to the
+    /// kernel, which answers the sender with ICMP time exceeded.
+    TtlExpired,
 }
 
 impl TargetStat {
-    pub const ALL: [TargetStat; 8] = [
+    pub const ALL: [TargetStat; 10] = [
         TargetStat::Translated,
         TargetStat::Redirected,
         TargetStat::PassedToKernel,
@@ -415,6 +469,8 @@ impl TargetStat {
         TargetStat::IcmpError,
         TargetStat::Steered,
         TargetStat::PartialChecksum,
+        TargetStat::Unsolicited,
+        TargetStat::TtlExpired,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -428,6 +484,8 @@ impl TargetStat {
             TargetStat::IcmpError => "icmp_error",
             TargetStat::Steered => "steered",
             TargetStat::PartialChecksum => "partial_checksum",
+            TargetStat::Unsolicited => "unsolicited",
+            TargetStat::TtlExpired => "ttl_expired",
         }
     }
 }
@@ -542,8 +600,8 @@ mod pod {
     // SAFETY: #[repr(C)], byte arrays, a u8 and explicit `_pad` bytes: 16 bytes,
     // alignment 1, no padding, any bits valid.
     unsafe impl aya::Pod for super::FlowKey {}
-    // SAFETY: #[repr(C)], [[u8; 2]; 4] then two u32: 16 bytes, no padding, any bits
-    // valid.
+    // SAFETY: #[repr(C)], [[u8; 2]; 4], two u32 then two [u8; 4]: 24 bytes, no
+    // padding, any bits valid.
     unsafe impl aya::Pod for super::EdgeConfig {}
     // SAFETY: #[repr(C)], one [u8; 4]: any bits valid.
     unsafe impl aya::Pod for super::EdgePeer {}
@@ -645,7 +703,7 @@ mod tests {
     fn map_types_have_no_implicit_padding() {
         use core::mem::size_of;
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<EdgeConfig>(), 16);
+        assert_eq!(size_of::<EdgeConfig>(), 24);
         assert_eq!(size_of::<NatOut>(), 16);
         assert_eq!(size_of::<NatIn>(), 24);
         assert_eq!(size_of::<RouteValue>(), 8);

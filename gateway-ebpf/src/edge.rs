@@ -1,7 +1,8 @@
 //! `edge`: the program on the public ENI. OpenVPN data packets (P_DATA_V2) to a listen
 //! port go to the worker's AF_XDP socket when their peer-id is live and are dropped when
 //! it is not; control packets pass to the control plane, hard resets within a per-source
-//! rate; malformed IPv4 is dropped; everything else passes untouched.
+//! rate; malformed IPv4 is dropped, and so is anything else to the client CIDR (only the
+//! data plane delivers to clients); everything else passes untouched.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -16,8 +17,8 @@ use gateway_ebpf_common::{
 };
 
 use crate::packet::{
-    ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, Ipv4Hdr, Transport, fragment, header_at, ipv4_lengths,
-    transport,
+    ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, Ipv4Hdr, Transport, fragment, header_at, in_network,
+    ipv4_lengths, transport,
 };
 
 #[map(name = "EDGE_STATS")]
@@ -196,21 +197,38 @@ fn try_classify(ctx: &XdpContext) -> Result<Seen, EdgeStat> {
     if header_len > 20 {
         count(EdgeStat::Ipv4Options);
     }
+    let to_clients = to_client_network(ip.dst);
     let (frag_offset, more_fragments) = fragment(ip);
     if frag_offset != 0 {
+        if to_clients {
+            return Err(EdgeStat::ToClientNetwork);
+        }
         return Ok(EdgeStat::Fragment.into());
     }
     let l4 = ETH_HDR_LEN + header_len;
-    match transport(ctx, ip.protocol, l4, total_len - header_len, more_fragments) {
-        Ok(Transport::Tcp { .. }) => Ok(EdgeStat::Tcp.into()),
-        Ok(Transport::Udp { dst_port, .. }) => Ok(Seen {
+    let seen = match transport(ctx, ip.protocol, l4, total_len - header_len, more_fragments) {
+        Ok(Transport::Tcp { .. }) => EdgeStat::Tcp.into(),
+        Ok(Transport::Udp { dst_port, .. }) => Seen {
             stat: EdgeStat::Udp,
             openvpn: is_listen_port(dst_port).then_some((ip.src, l4)),
-        }),
-        Ok(Transport::Icmp { .. }) => Ok(EdgeStat::Icmp.into()),
-        Ok(Transport::Other) => Ok(EdgeStat::OtherProtocol.into()),
-        Err(()) => Err(EdgeStat::MalformedL4),
+        },
+        Ok(Transport::Icmp { .. }) => EdgeStat::Icmp.into(),
+        Ok(Transport::Other) => EdgeStat::OtherProtocol.into(),
+        Err(()) => return Err(EdgeStat::MalformedL4),
+    };
+    if to_clients && seen.openvpn.is_none() {
+        return Err(EdgeStat::ToClientNetwork);
     }
+    Ok(seen)
+}
+
+/// Whether `dst` lies in the client CIDR (`EdgeConfig`): the kernel would forward such a
+/// frame into the TAP, and a worker on to the session that leases it.
+#[inline(always)]
+fn to_client_network(dst: [u8; 4]) -> bool {
+    EDGE_CONFIG
+        .get(0)
+        .is_some_and(|config| in_network(dst, config.client_network, config.client_netmask))
 }
 
 #[inline(always)]

@@ -1,7 +1,10 @@
 //! `inner`: where decrypted client packets enter. Checks that the source is a live
-//! session's lease (anti-spoof), that a route covers the destination and that the most
-//! specific authorization rule admits the session; then translates the source to the
-//! target ENI's address and forwards. Everything else is dropped and counted by reason.
+//! session's lease (anti-spoof), that the packet carries no source route, that the
+//! destination is not one a client may never reach (the gateway itself, loopback,
+//! link-local and the metadata service, multicast, broadcast, reserved), that a route
+//! covers the destination and that the most specific authorization rule admits the
+//! session; then translates the source to the target ENI's address and forwards.
+//! Everything else is dropped and counted by reason.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
@@ -10,7 +13,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_ebpf_common::{
-    FlowKey, InnerConfig, InnerStat, MAX_POLICY_PREFIXES, MAX_SESSIONS, PolicyValue, SessionInfo,
+    FlowKey, InnerConfig, InnerStat, MAX_GATEWAY_ADDRS, MAX_POLICY_PREFIXES, MAX_SESSIONS,
+    PolicyValue, SessionInfo,
 };
 
 use crate::{
@@ -18,7 +22,7 @@ use crate::{
     nat::{End, NatError, mapping, rewrite},
     packet::{
         ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REQUEST, Ipv4Hdr, Transport, fragment,
-        header_at, ipv4_lengths, transport,
+        header_at, in_network, ipv4_lengths, ipv4_source_routed, transport,
     },
 };
 
@@ -28,8 +32,12 @@ static INNER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(InnerStat::
 #[map(name = "SESSIONS")]
 static SESSIONS: HashMap<[u8; 4], SessionInfo> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 
+/// Also read by `target` (one object, one map): replies go only to leases with a flow.
 #[map(name = "INNER_CONFIG")]
-static INNER_CONFIG: Array<InnerConfig> = Array::with_max_entries(1, 0);
+pub(crate) static INNER_CONFIG: Array<InnerConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "GATEWAY_ADDRS")]
+static GATEWAY_ADDRS: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_GATEWAY_ADDRS, 0);
 
 #[map(name = "POLICY_GENERATION")]
 static POLICY_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
@@ -65,10 +73,26 @@ fn count(stat: InnerStat) {
     }
 }
 
+/// Refuses destinations no client may reach, whatever the routes and rules say: the
+/// gateway's own addresses and the special-purpose ranges (RFC 6890) that are never a
+/// host behind a target interface.
 #[inline(always)]
-fn in_network(addr: [u8; 4], network: [u8; 4], netmask: [u8; 4]) -> bool {
-    u32::from_ne_bytes(addr) & u32::from_ne_bytes(netmask) == u32::from_ne_bytes(network)
-        && u32::from_ne_bytes(netmask) != 0
+fn check_destination(dst: [u8; 4]) -> Result<(), InnerStat> {
+    match dst {
+        [169, 254, 169, 254] => return Err(InnerStat::MetadataService),
+        [255, 255, 255, 255] => return Err(InnerStat::MulticastOrBroadcast),
+        [0 | 127, ..] | [169, 254, ..] => return Err(InnerStat::SpecialDestination),
+        _ => {}
+    }
+    match dst[0] >> 4 {
+        0xe => return Err(InnerStat::MulticastOrBroadcast),
+        0xf => return Err(InnerStat::SpecialDestination),
+        _ => {}
+    }
+    if GATEWAY_ADDRS.get_ptr(dst).is_some() {
+        return Err(InnerStat::GatewayAddress);
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -79,12 +103,19 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     }
     let ip: &Ipv4Hdr = header_at(ctx, ETH_HDR_LEN).ok_or(InnerStat::MalformedIpv4)?;
     let (header_len, total_len) = ipv4_lengths(ctx, ip).ok_or(InnerStat::MalformedIpv4)?;
+    if header_len > 20
+        && ipv4_source_routed(ctx, header_len).map_err(|()| InnerStat::MalformedIpv4)?
+    {
+        return Err(InnerStat::SourceRoute);
+    }
     // SAFETY: HashMap::get is unsafe because userspace may update or delete the entry
     // while the reference lives. RCU keeps the value's memory valid for this program
     // run, the reference is only read and does not outlive it, and SessionInfo is plain
     // integers, so even a value the control plane rewrites meanwhile reads as a valid
     // (if stale) SessionInfo.
     let session = unsafe { SESSIONS.get(ip.src) }.ok_or(InnerStat::Spoofed)?;
+    // Before any lookup: no route or rule (not even 0.0.0.0/0) opens these.
+    check_destination(ip.dst)?;
     let destination = Key::new(32, ip.dst);
     // One read of the generation: the route and the rule come from the same rule set,
     // and from one lookup (see `PolicyValue`).
@@ -121,6 +152,14 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
     }
     let route = &entry.route;
     count(InnerStat::Allowed);
+    if ip.ttl <= 1 {
+        // A router answers with time exceeded, from its own address to the client's:
+        // the kernel does, given the packet as the client sent it. Translated first, the
+        // answer would go to the gateway's SNAT address instead, and a NAT mapping would
+        // be made for a packet that never leaves.
+        count(InnerStat::TtlExpired);
+        return Ok(XDP_PASS);
+    }
 
     let (frag_offset, more_fragments) = fragment(ip);
     if frag_offset != 0 {

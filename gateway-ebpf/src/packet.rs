@@ -123,6 +123,74 @@ pub fn ipv4_lengths(ctx: &XdpContext, ip: &Ipv4Hdr) -> Option<(usize, usize)> {
     Some((header_len, total_len))
 }
 
+/// Whether `addr` lies in `network`/`netmask` (all network byte order); an all-zero
+/// netmask (no network configured) contains nothing.
+#[inline(always)]
+pub fn in_network(addr: [u8; 4], network: [u8; 4], netmask: [u8; 4]) -> bool {
+    u32::from_ne_bytes(addr) & u32::from_ne_bytes(netmask) == u32::from_ne_bytes(network)
+        && u32::from_ne_bytes(netmask) != 0
+}
+
+/// IPv4 option types (RFC 791): end of the list, no-operation, and the loose and strict
+/// source routes (copied flag set, as senders use them).
+const IPOPT_END: u8 = 0;
+const IPOPT_NOOP: u8 = 1;
+const IPOPT_LSRR: u8 = 0x83;
+const IPOPT_SSRR: u8 = 0x89;
+/// Most bytes of options an IPv4 header holds (IHL 15).
+const MAX_IPV4_OPTIONS: usize = 40;
+
+/// Byte `at` of the IPv4 options (which start 20 bytes into the IPv4 header), if inside
+/// the frame.
+#[inline(always)]
+fn option_byte(ctx: &XdpContext, at: usize) -> Option<u8> {
+    // The offset varies with the walk: kept opaque so that LLVM compares the pointer
+    // itself with data_end, the form the verifier accepts for variable packet offsets.
+    let at = core::hint::black_box(ctx.data() + ETH_HDR_LEN + 20 + at);
+    if at + 1 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: the byte at `at` was just checked to lie inside the frame, which stays
+    // valid for this program run; any byte is a valid u8.
+    Some(unsafe { *(at as *const u8) })
+}
+
+/// Walks the options of the IPv4 header at `ETH_HDR_LEN` whose length is `header_len`
+/// (checked by [`ipv4_lengths`]): `Ok(true)` when they hold a source route (LSRR or
+/// SSRR), `Err` when the list is malformed (an option's length byte missing, below 2
+/// or running past the header).
+#[inline(always)]
+pub fn ipv4_source_routed(ctx: &XdpContext, header_len: usize) -> Result<bool, ()> {
+    let end = header_len.saturating_sub(20).min(MAX_IPV4_OPTIONS);
+    let mut at = 0;
+    // Every step moves on by at least one byte, so this many steps cover any list.
+    for _ in 0..MAX_IPV4_OPTIONS {
+        if at >= end {
+            break;
+        }
+        match option_byte(ctx, at).ok_or(())? {
+            IPOPT_END => break,
+            IPOPT_NOOP => at += 1,
+            IPOPT_LSRR | IPOPT_SSRR => return Ok(true),
+            _ => {
+                if at + 1 >= end {
+                    return Err(());
+                }
+                let len = option_byte(ctx, at + 1).ok_or(())? as usize;
+                if len < 2 || at + len > end {
+                    return Err(());
+                }
+                at += len;
+            }
+        }
+        // Changes nothing (`at` ≤ `end` ≤ 40 here) but the verifier's view of `at`: a
+        // range as wide as the mask, the same on every path, so that the paths through
+        // the walk prune each other instead of multiplying with each option.
+        at = core::hint::black_box(at) & 63;
+    }
+    Ok(false)
+}
+
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 

@@ -1,6 +1,7 @@
 //! `target`: on each target ENI. Replies to translated client flows are rewritten back
-//! to the client's lease and forwarded towards the data plane; everything else passes to
-//! the host untouched.
+//! to the client's lease and forwarded towards the data plane; anything else to the
+//! client CIDR is dropped (clients are reachable only through their own flows);
+//! everything else passes to the host untouched.
 //!
 //! A reply from a local sender (a veth or bridge peer on this host) may carry a partial
 //! TCP/UDP checksum: the sender's kernel left the folded pseudo-header sum for the
@@ -23,15 +24,16 @@ use gateway_ebpf_common::{
 };
 
 use crate::{
-    checksum::{partial_form, pseudo_header},
+    checksum::{partial_form, pseudo_header, replace16},
     forward::{Forwarded, forward},
+    inner::INNER_CONFIG,
     nat::{
         End, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, icmp_error_flow,
         reverse, rewrite, rewrite_icmp_error,
     },
     packet::{
         ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REPLY, IPPROTO_TCP, IPPROTO_UDP, Ipv4Hdr,
-        Transport, fragment, header_at, header_at_mut, ipv4_lengths, transport,
+        Transport, fragment, header_at, header_at_mut, in_network, ipv4_lengths, transport,
     },
 };
 
@@ -53,6 +55,9 @@ pub fn target(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             count(reason);
+            if reason != TargetStat::Drop {
+                count(TargetStat::Drop);
+            }
             XDP_DROP
         }
     }
@@ -69,11 +74,23 @@ fn count(stat: TargetStat) {
     }
 }
 
-/// Passes a frame that is not a reply to a translated flow.
+/// Passes a frame that is not IPv4.
 #[inline(always)]
 fn miss() -> Result<u32, TargetStat> {
     count(TargetStat::Miss);
     Ok(XDP_PASS)
+}
+
+/// Passes an IPv4 packet to `dst` that is not a reply to a translated flow, unless it is
+/// to the client CIDR: nothing but the replies translated here may reach a client.
+#[inline(always)]
+fn miss_to(dst: [u8; 4]) -> Result<u32, TargetStat> {
+    if let Some(config) = INNER_CONFIG.get(0)
+        && in_network(dst, config.client_network, config.client_netmask)
+    {
+        return Err(TargetStat::Unsolicited);
+    }
+    miss()
 }
 
 #[inline(always)]
@@ -88,7 +105,7 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
     let (header_len, total_len) = ipv4_lengths(ctx, ip).ok_or(TargetStat::Drop)?;
     let (frag_offset, more_fragments) = fragment(ip);
     if frag_offset != 0 {
-        return miss();
+        return miss_to(ip.dst);
     }
     let l4 = ETH_HDR_LEN + header_len;
     let (src_port, dst_port, tcp_flags) =
@@ -105,9 +122,9 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
                     || kind == ICMP_TIME_EXCEEDED
                     || kind == ICMP_PARAMETER_PROBLEM =>
             {
-                return icmp_error(ctx, l4);
+                return icmp_error(ctx, l4, ip.dst);
             }
-            Ok(_) => return miss(),
+            Ok(_) => return miss_to(ip.dst),
             Err(()) => return Err(TargetStat::Drop),
         };
     let reply = FlowKey {
@@ -119,7 +136,7 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
         _pad: [0; 3],
     };
     let Some(client) = reverse(&reply, tcp_flags) else {
-        return miss();
+        return miss_to(reply.dst_addr);
     };
     let l4_len = (total_len - header_len) as u16;
     let check_at = l4 + if reply.protocol == IPPROTO_UDP { 6 } else { 16 };
@@ -151,15 +168,15 @@ fn try_target(ctx: &XdpContext) -> Result<u32, TargetStat> {
     Ok(towards_client(ctx, client.peer_id))
 }
 
-/// An ICMP error about a translated flow goes back to the client rewritten; one about
-/// anything else passes to the host untouched.
+/// An ICMP error (to `dst`) about a translated flow goes back to the client rewritten;
+/// one about anything else is a miss.
 #[inline(always)]
-fn icmp_error(ctx: &XdpContext, l4: usize) -> Result<u32, TargetStat> {
+fn icmp_error(ctx: &XdpContext, l4: usize, dst: [u8; 4]) -> Result<u32, TargetStat> {
     let Some((about, embedded, embedded_len)) = icmp_error_flow(ctx, l4) else {
-        return miss();
+        return miss_to(dst);
     };
     let Some(client) = reverse(&about, 0) else {
-        return miss();
+        return miss_to(dst);
     };
     rewrite_icmp_error(
         ctx,
@@ -175,11 +192,16 @@ fn icmp_error(ctx: &XdpContext, l4: usize) -> Result<u32, TargetStat> {
 }
 
 /// Counts a translated frame and sends it towards the data plane: to the AF_XDP socket
-/// of this rx queue when a worker has one, else forwarded (to the TAP).
+/// of this rx queue when a worker has one, else forwarded (to the TAP). One whose TTL
+/// expires here is never steered: forwarding leaves it to the kernel, which answers the
+/// sender with time exceeded, as a router does.
 #[inline(always)]
 fn towards_client(ctx: &XdpContext, peer_id: u32) -> u32 {
     count(TargetStat::Translated);
-    if let Some(action) = steer(ctx, peer_id) {
+    let expiring = header_at::<Ipv4Hdr>(ctx, ETH_HDR_LEN).is_none_or(|ip| ip.ttl <= 1);
+    if expiring {
+        count(TargetStat::TtlExpired);
+    } else if let Some(action) = steer(ctx, peer_id) {
         count(TargetStat::Steered);
         return action;
     }
@@ -196,7 +218,9 @@ fn towards_client(ctx: &XdpContext, peer_id: u32) -> u32 {
 }
 
 /// Redirects to the worker's AF_XDP socket on this interface's rx queue, with `peer_id`
-/// in the metadata; `None` (frame and metadata unchanged) when there is no socket.
+/// in the metadata and the TTL decremented (the frame is forwarded, as by
+/// [`forward`]); `None` (frame and metadata unchanged) when there is no socket. The
+/// caller has checked that the TTL is above 1.
 #[inline(always)]
 fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -232,7 +256,16 @@ fn steer(ctx: &XdpContext, peer_id: u32) -> Option<u32> {
         });
     }
     match TARGET_XSKS.redirect(slot, 0) {
-        Ok(action) => Some(action),
+        Ok(action) => {
+            // The redirect happens once the program returns: the frame may still change.
+            // The packet is read again, after the metadata move.
+            if let Some(ip) = header_at_mut::<Ipv4Hdr>(ctx, ETH_HDR_LEN) {
+                let before = [ip.ttl, ip.protocol];
+                ip.ttl = ip.ttl.saturating_sub(1);
+                ip.check = replace16(ip.check, before, [ip.ttl, ip.protocol]);
+            }
+            Some(action)
+        }
         // The socket went away since the lookup.
         Err(_) => {
             // SAFETY: `ctx.ctx` is this run's live xdp_md; this gives back exactly the

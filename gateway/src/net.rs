@@ -52,6 +52,36 @@ pub fn lookup_interface(name: &str) -> Result<TargetInterface, InterfaceError> {
     Ok(TargetInterface { ifindex, addr })
 }
 
+/// Every IPv4 address of this network namespace's interfaces, with the directed
+/// broadcast address of each (from its netmask; /31 and /32 have none), sorted and
+/// without repeats: what `inner` refuses as the gateway's own
+/// (`Policy::set_gateway_addresses`).
+pub fn gateway_addresses() -> nix::Result<Vec<Ipv4Addr>> {
+    let mut addresses = Vec::new();
+    for interface in nix::ifaddrs::getifaddrs()? {
+        let ipv4 = |s: Option<nix::sys::socket::SockaddrStorage>| {
+            s.and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+        };
+        let Some(addr) = ipv4(interface.address) else {
+            continue;
+        };
+        addresses.push(addr);
+        if let Some(broadcast) = ipv4(interface.netmask).and_then(|m| directed_broadcast(addr, m)) {
+            addresses.push(broadcast);
+        }
+    }
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
+}
+
+/// The directed broadcast address of `addr`'s network (all host bits set), if `netmask`
+/// is a prefix of at most 30 bits: a /31 (RFC 3021) or /32 has no broadcast address.
+pub fn directed_broadcast(addr: Ipv4Addr, netmask: Ipv4Addr) -> Option<Ipv4Addr> {
+    let net = ipnet::Ipv4Net::with_netmask(addr, netmask).ok()?;
+    (net.prefix_len() <= 30).then(|| net.broadcast())
+}
+
 /// The kernel driver behind an interface of this network namespace ("veth", "ena",
 /// "tun", "bridge", …), as `ethtool -i` shows it (`SIOCETHTOOL` / `ETHTOOL_GDRVINFO`).
 pub fn interface_driver(name: &str) -> std::io::Result<String> {
@@ -140,6 +170,42 @@ mod tests {
         let err = lookup_interface("gw-no-such-if").unwrap_err();
         assert!(matches!(&err, InterfaceError::NotFound { name, .. } if name == "gw-no-such-if"));
         assert!(err.to_string().contains("no such interface"), "{err}");
+    }
+
+    #[test]
+    fn directed_broadcasts_follow_the_netmask() {
+        let b = |addr: [u8; 4], mask: [u8; 4]| directed_broadcast(addr.into(), mask.into());
+        assert_eq!(
+            b([10, 0, 1, 9], [255, 255, 0, 0]),
+            Some([10, 0, 255, 255].into())
+        );
+        assert_eq!(
+            b([10, 200, 0, 1], [255, 255, 252, 0]),
+            Some([10, 200, 3, 255].into())
+        );
+        assert_eq!(
+            b([127, 0, 0, 1], [255, 0, 0, 0]),
+            Some([127, 255, 255, 255].into())
+        );
+        assert_eq!(
+            b([192, 0, 2, 1], [255, 255, 255, 252]),
+            Some([192, 0, 2, 3].into())
+        );
+        // Point-to-point and host addresses have none; a netmask with holes is no prefix.
+        assert_eq!(b([192, 0, 2, 1], [255, 255, 255, 254]), None);
+        assert_eq!(b([192, 0, 2, 1], [255, 255, 255, 255]), None);
+        assert_eq!(b([192, 0, 2, 1], [255, 0, 255, 0]), None);
+    }
+
+    #[test]
+    fn gateway_addresses_include_loopback_and_its_broadcast() {
+        let all = gateway_addresses().unwrap();
+        assert!(all.contains(&Ipv4Addr::LOCALHOST), "{all:?}");
+        assert!(all.contains(&Ipv4Addr::new(127, 255, 255, 255)), "{all:?}");
+        assert!(
+            all.is_sorted() && all.windows(2).all(|w| w[0] != w[1]),
+            "{all:?}"
+        );
     }
 
     #[test]

@@ -601,3 +601,106 @@ fn configuration_is_checked() {
         );
     }
 }
+
+#[test]
+fn frames_to_the_client_network_are_dropped_unless_openvpn() {
+    if !privilege::check("frames_to_the_client_network_are_dropped_unless_openvpn") {
+        return;
+    }
+    let lease = [10, 200, 0, 5];
+    let to_lease = frame::tcp(CLIENT, lease, 50000, 22, b"");
+    let mut edge = configured();
+    // Until the client network is set, nothing is refused for its destination.
+    check(
+        &edge,
+        &fixture("before", to_lease.clone(), Verdict::Pass, &[EdgeStat::Tcp]),
+    );
+    edge.set_client_network("10.200.0.0/22".parse().unwrap())
+        .unwrap();
+    let mut later = frame::udp(CLIENT, lease, 0, 0, &[0; 16]);
+    frame::set_fragment(&mut later, false, 185);
+    let mut gre = frame::udp(CLIENT, lease, 1, 2, b"abcd");
+    gre[23] = 47;
+    xdp::checksum::fix_ipv4_header(&mut gre);
+    let mut truncated = frame::tcp(CLIENT, lease, 50000, 22, b"");
+    truncated.truncate(14 + 20 + 10);
+    truncated[16..18].copy_from_slice(&30u16.to_be_bytes());
+    xdp::checksum::fix_ipv4_header(&mut truncated);
+    let fixtures = [
+        fixture(
+            "tcp to a lease",
+            to_lease.clone(),
+            Verdict::Drop,
+            &[EdgeStat::ToClientNetwork],
+        ),
+        fixture(
+            "udp to a lease",
+            frame::udp(CLIENT, lease, 50000, 53, b"q"),
+            Verdict::Drop,
+            &[EdgeStat::ToClientNetwork],
+        ),
+        fixture(
+            "ping to the client broadcast",
+            frame::icmp_echo(CLIENT, [10, 200, 3, 255], 9, 1, b"ping"),
+            Verdict::Drop,
+            &[EdgeStat::ToClientNetwork],
+        ),
+        fixture(
+            "a later fragment",
+            later,
+            Verdict::Drop,
+            &[EdgeStat::ToClientNetwork],
+        ),
+        fixture(
+            "another protocol",
+            gre,
+            Verdict::Drop,
+            &[EdgeStat::ToClientNetwork],
+        ),
+        fixture(
+            "after ip options",
+            frame::udp_with_ip_options(CLIENT, lease, 1, 53, &[1, 1, 1, 0], b"x"),
+            Verdict::Drop,
+            &[EdgeStat::Ipv4Options, EdgeStat::ToClientNetwork],
+        ),
+        fixture(
+            "malformed is malformed first",
+            truncated,
+            Verdict::Drop,
+            &[EdgeStat::MalformedL4],
+        ),
+        // Beside the client network, all is as before.
+        fixture(
+            "tcp to the gateway",
+            frame::tcp(CLIENT, GATEWAY, 50000, 22, b""),
+            Verdict::Pass,
+            &[EdgeStat::Tcp],
+        ),
+        fixture(
+            "just past the client network",
+            frame::tcp(CLIENT, [10, 200, 4, 0], 50000, 22, b""),
+            Verdict::Pass,
+            &[EdgeStat::Tcp],
+        ),
+        fixture(
+            "openvpn control",
+            openvpn(CLIENT, &[0x20, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0]),
+            Verdict::Pass,
+            &[EdgeStat::ControlPassed],
+        ),
+    ];
+    for f in &fixtures {
+        check(&edge, f);
+    }
+    // Reconfiguring the ports keeps the client network.
+    edge.configure(&[1194], 0, 0).unwrap();
+    check(
+        &edge,
+        &fixture(
+            "after configure",
+            to_lease,
+            Verdict::Drop,
+            &[EdgeStat::ToClientNetwork],
+        ),
+    );
+}

@@ -498,10 +498,11 @@ fn translated_replies_go_to_the_af_xdp_socket_of_their_queue_with_the_peer_id() 
             .unwrap()
     };
 
-    // Arriving on eth0's queue 0: to the socket, the session's peer-id in front.
+    // Arriving on eth0's queue 0: to the socket, the session's peer-id in front, one hop
+    // less (forwarded, as a router does).
     let (out, meta) = on(&fx, eth0);
     assert_eq!(out.verdict, Verdict::Redirect);
-    assert_frame("steered reply", &out.frame, &expected);
+    assert_frame("steered reply", &out.frame, &with_ttl(expected.clone(), 63));
     let word = |at: usize| u32::from_ne_bytes(meta[at..at + 4].try_into().unwrap());
     assert_eq!(meta.len(), 8, "metadata: {}", xdp::hex(&meta));
     assert_eq!(word(0), XSK_META_MAGIC);
@@ -597,11 +598,13 @@ fn translated_packets_with_a_known_next_hop_are_redirected() {
     let stats = fx.policy.inner_stats().unwrap();
     assert_eq!(stats.get(InnerStat::Redirected), 1, "{stats}");
 
-    // TTL 1 is left to the kernel, which answers with time-exceeded.
-    let mut dying = tcp(DEV_LEASE, HOST, 40000);
-    dying[22] = 1;
-    checksum::fix_ipv4_header(&mut dying);
-    assert_eq!(fx.inner(&dying).verdict, Verdict::Pass);
+    // TTL 1 is left to the kernel untranslated, which answers the client with time
+    // exceeded.
+    let dying = with_ttl(tcp(DEV_LEASE, HOST, 40000), 1);
+    xdp::assert_untouched(fx.policy.inner(), &dying, Verdict::Pass).unwrap();
+    let stats = fx.policy.inner_stats().unwrap();
+    assert_eq!(stats.get(InnerStat::TtlExpired), 1, "{stats}");
+    assert_eq!(stats.get(InnerStat::Redirected), 1, "{stats}");
 }
 
 /// Two swaps in quick succession: the second would refill the generation `inner` read
@@ -965,4 +968,453 @@ fn clients_reach_each_other_only_when_enabled_and_authorized() {
         &tcp(DEV_LEASE, HOST, 40000),
         &tcp(SNAT, HOST, 40000),
     );
+}
+
+/// `f` with its IPv4 TTL set to `ttl` (header checksum fixed).
+fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+    f[22] = ttl;
+    checksum::fix_ipv4_header(&mut f);
+    f
+}
+
+/// The fixture with a full tunnel: a route to 0.0.0.0/0 and a rule admitting all users
+/// there, so only the isolation rules stand between a client and any destination.
+fn full_tunnel(fx: &mut Fixture) {
+    let mut everything = rules();
+    everything.extend(compile_authorization(&[rule(
+        "0.0.0.0/0",
+        Access::AllUsers,
+    )]));
+    replace_when_ready(
+        &mut fx.policy,
+        CompiledRules::new(routes(&["0.0.0.0/0"]), everything),
+    )
+    .unwrap();
+}
+
+#[test]
+fn destinations_no_route_or_rule_opens_are_refused() {
+    if !privilege::check("destinations_no_route_or_rule_opens_are_refused") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    full_tunnel(&mut fx);
+    // The gateway's addresses: its target ENI (the SNAT address) with its directed
+    // broadcast, and its public address.
+    let own = [SNAT, [10, 0, 255, 255], [198, 51, 100, 1]].map(Ipv4Addr::from);
+    fx.policy.set_gateway_addresses(&own).unwrap();
+    let cases: [(&str, [u8; 4], InnerStat); 14] = [
+        (
+            "instance metadata",
+            [169, 254, 169, 254],
+            InnerStat::MetadataService,
+        ),
+        (
+            "link-local",
+            [169, 254, 1, 1],
+            InnerStat::SpecialDestination,
+        ),
+        (
+            "link-local, last",
+            [169, 254, 255, 255],
+            InnerStat::SpecialDestination,
+        ),
+        ("loopback", [127, 0, 0, 1], InnerStat::SpecialDestination),
+        (
+            "loopback, elsewhere",
+            [127, 1, 2, 3],
+            InnerStat::SpecialDestination,
+        ),
+        ("this network", [0, 0, 0, 0], InnerStat::SpecialDestination),
+        (
+            "this network, a host",
+            [0, 1, 2, 3],
+            InnerStat::SpecialDestination,
+        ),
+        ("reserved", [240, 0, 0, 1], InnerStat::SpecialDestination),
+        (
+            "limited broadcast",
+            [255, 255, 255, 255],
+            InnerStat::MulticastOrBroadcast,
+        ),
+        ("all hosts", [224, 0, 0, 1], InnerStat::MulticastOrBroadcast),
+        (
+            "ssdp",
+            [239, 255, 255, 250],
+            InnerStat::MulticastOrBroadcast,
+        ),
+        ("the target ENI", SNAT, InnerStat::GatewayAddress),
+        (
+            "its directed broadcast",
+            [10, 0, 255, 255],
+            InnerStat::GatewayAddress,
+        ),
+        (
+            "the public address",
+            [198, 51, 100, 1],
+            InnerStat::GatewayAddress,
+        ),
+    ];
+    for (name, dst, reason) in cases {
+        fx.expect_drop(name, &tcp(DEV_LEASE, dst, 40000), reason);
+        fx.expect_drop(
+            name,
+            &frame::udp(MANAGER_LEASE, dst, 5353, 53, b"q"),
+            reason,
+        );
+        fx.expect_drop(
+            name,
+            &frame::icmp_echo(DEV_LEASE, dst, 9, 1, b"ping"),
+            reason,
+        );
+    }
+    assert!(fx.policy.nat_mappings().unwrap().is_empty());
+    // The full tunnel itself works, next to the refused addresses.
+    for dst in [
+        [169, 253, 255, 255],
+        [223, 255, 255, 255],
+        [1, 0, 0, 0],
+        [10, 0, 255, 254],
+    ] {
+        fx.expect_translated(
+            "an ordinary destination",
+            &tcp(DEV_LEASE, dst, 40000),
+            &tcp(SNAT, dst, 40000),
+        );
+    }
+    // A new set replaces the old one: the public address is reachable again.
+    let fewer = [SNAT, [10, 0, 255, 255]].map(Ipv4Addr::from);
+    fx.policy.set_gateway_addresses(&fewer).unwrap();
+    assert_eq!(fx.policy.gateway_addresses().unwrap(), fewer);
+    fx.expect_translated(
+        "a former gateway address",
+        &tcp(DEV_LEASE, [198, 51, 100, 1], 40000),
+        &tcp(SNAT, [198, 51, 100, 1], 40000),
+    );
+    fx.expect_drop(
+        "still the gateway's",
+        &tcp(DEV_LEASE, SNAT, 40000),
+        InnerStat::GatewayAddress,
+    );
+    let too_many: Vec<Ipv4Addr> = (0..=gateway_ebpf_common::MAX_GATEWAY_ADDRS)
+        .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+        .collect();
+    assert!(fx.policy.set_gateway_addresses(&too_many).is_err());
+}
+
+#[test]
+fn the_gateway_namespace_addresses_fill_the_refused_set() {
+    if !privilege::check("the_gateway_namespace_addresses_fill_the_refused_set") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    full_tunnel(&mut fx);
+    let peer = fx._lab.add_namespace("peer").unwrap();
+    fx._lab
+        .veth(
+            (&fx.ns, "eni0", Some("10.0.0.9/16")),
+            (&peer, "eni0p", None),
+        )
+        .unwrap();
+    let own = fx
+        .ns
+        .run_in(gateway::net::gateway_addresses)
+        .unwrap()
+        .unwrap();
+    let want = [
+        [10, 0, 0, 9],
+        [10, 0, 255, 255],
+        [127, 0, 0, 1],
+        [127, 255, 255, 255],
+    ];
+    assert_eq!(own, want.map(Ipv4Addr::from), "{own:?}");
+    fx.policy.set_gateway_addresses(&own).unwrap();
+    fx.expect_drop(
+        "directed broadcast of the ENI",
+        &frame::udp(DEV_LEASE, [10, 0, 255, 255], 5353, 53, b"q"),
+        InnerStat::GatewayAddress,
+    );
+    fx.expect_drop(
+        "the ENI",
+        &tcp(DEV_LEASE, SNAT, 40000),
+        InnerStat::GatewayAddress,
+    );
+    fx.expect_translated(
+        "a host",
+        &tcp(DEV_LEASE, HOST, 40000),
+        &tcp(SNAT, HOST, 40000),
+    );
+}
+
+#[test]
+fn source_routed_packets_are_refused_and_other_options_pass() {
+    if !privilege::check("source_routed_packets_are_refused_and_other_options_pass") {
+        return;
+    }
+    let fx = Fixture::new(1024);
+    let with =
+        |options: &[u8]| frame::udp_with_ip_options(DEV_LEASE, HOST, 40000, 53, options, b"q");
+    // 39 no-ops, then an option type with no room for its length byte.
+    let longest_malformed = [[1; 39].as_slice(), &[0x44]].concat();
+    let refused: [(&str, &[u8], InnerStat); 9] = [
+        (
+            "lsrr",
+            &[0x83, 7, 4, 10, 0, 5, 5, 1],
+            InnerStat::SourceRoute,
+        ),
+        (
+            "ssrr",
+            &[0x89, 7, 4, 10, 0, 5, 5, 1],
+            InnerStat::SourceRoute,
+        ),
+        (
+            "lsrr after no-ops",
+            &[1, 1, 1, 0x83, 7, 4, 10, 0, 5, 5, 0, 0],
+            InnerStat::SourceRoute,
+        ),
+        (
+            "ssrr after a timestamp",
+            &[0x44, 8, 5, 0, 0, 0, 0, 0, 0x89, 7, 4, 10, 0, 5, 5, 0],
+            InnerStat::SourceRoute,
+        ),
+        (
+            "length past the header",
+            &[0x07, 9, 4, 0, 0, 0, 0, 0],
+            InnerStat::MalformedIpv4,
+        ),
+        ("length below 2", &[0x44, 1, 0, 0], InnerStat::MalformedIpv4),
+        ("length 0", &[1, 0x07, 0, 0], InnerStat::MalformedIpv4),
+        ("no length byte", &[1, 1, 1, 0x07], InnerStat::MalformedIpv4),
+        (
+            "the longest list, malformed at its end",
+            &longest_malformed,
+            InnerStat::MalformedIpv4,
+        ),
+    ];
+    for (name, options, reason) in refused {
+        fx.expect_drop(name, &with(options), reason);
+    }
+    let passed: [(&str, &[u8]); 7] = [
+        ("record route", &[0x07, 7, 4, 0, 0, 0, 0, 0]),
+        ("timestamp", &[0x44, 8, 5, 0, 0, 0, 0, 0]),
+        ("router alert", &[0x94, 4, 0, 0]),
+        ("no-ops", &[1, 1, 1, 1]),
+        (
+            "a source-route type inside another option",
+            &[0x07, 7, 4, 0x83, 7, 4, 0x89, 0],
+        ),
+        ("after the end of the list", &[0, 0x83, 7, 4, 10, 0, 5, 5]),
+        ("the longest list of no-ops", &[1; 40]),
+    ];
+    for (i, (name, options)) in passed.into_iter().enumerate() {
+        let port = 41000 + i as u16;
+        fx.expect_translated(
+            name,
+            &frame::udp_with_ip_options(DEV_LEASE, HOST, port, 53, options, b"q"),
+            &frame::udp_with_ip_options(SNAT, HOST, port, 53, options, b"q"),
+        );
+    }
+}
+
+#[test]
+fn a_ttl_expiring_packet_goes_to_the_kernel_untranslated_without_nat_state() {
+    if !privilege::check("a_ttl_expiring_packet_goes_to_the_kernel_untranslated_without_nat_state")
+    {
+        return;
+    }
+    let fx = Fixture::new(1024);
+    for ttl in [1, 0] {
+        for f in [
+            tcp(DEV_LEASE, HOST, 40000),
+            frame::udp(DEV_LEASE, HOST, 40000, 33434, b"traceroute"),
+            frame::icmp_echo(DEV_LEASE, HOST, 7, 1, b"ping"),
+        ] {
+            let dying = with_ttl(f, ttl);
+            let before = fx.policy.inner_stats().unwrap();
+            // Untouched: the kernel's time exceeded must go to the client's lease.
+            xdp::assert_untouched(fx.policy.inner(), &dying, Verdict::Pass)
+                .unwrap_or_else(|e| panic!("ttl {ttl}: {e:#}"));
+            let moved = fx.policy.inner_stats().unwrap().since(&before);
+            for stat in InnerStat::ALL {
+                let want = u64::from(matches!(stat, InnerStat::Allowed | InnerStat::TtlExpired));
+                assert_eq!(
+                    moved.get(stat),
+                    want,
+                    "ttl {ttl}: {} ({moved})",
+                    stat.name()
+                );
+            }
+        }
+    }
+    assert!(fx.policy.nat_mappings().unwrap().is_empty());
+    assert!(fx.policy.nat_reverse().unwrap().is_empty());
+    // Authorization comes first: an expiring packet the rules refuse is dropped.
+    fx.expect_drop(
+        "expiring, not authorized",
+        &with_ttl(tcp(MANAGER_LEASE, HOST, 40000), 1),
+        InnerStat::NotAuthorized,
+    );
+    fx.expect_drop(
+        "expiring, to the metadata service",
+        &with_ttl(tcp(DEV_LEASE, [169, 254, 169, 254], 80), 1),
+        InnerStat::MetadataService,
+    );
+    // TTL 2 still leaves the gateway: translated.
+    fx.expect_translated(
+        "ttl 2",
+        &with_ttl(tcp(DEV_LEASE, HOST, 40000), 2),
+        &with_ttl(tcp(SNAT, HOST, 40000), 2),
+    );
+    assert_eq!(fx.policy.nat_mappings().unwrap().len(), 1);
+}
+
+#[test]
+fn unsolicited_packets_to_the_client_network_are_dropped_on_the_target() {
+    if !privilege::check("unsolicited_packets_to_the_client_network_are_dropped_on_the_target") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    fx.policy
+        .set_client_network("10.200.0.0/22".parse().unwrap(), false)
+        .unwrap();
+    let udp_out = fx
+        .inner(&frame::udp(DEV_LEASE, HOST, 40000, 53, b"q"))
+        .frame;
+    fx.inner(&tcp(DEV_LEASE, HOST, 40000));
+    let mut later = frame::udp(HOST, DEV_LEASE, 53, 40000, &[0; 16]);
+    frame::set_fragment(&mut later, false, 185);
+    let mut gre = frame::udp(HOST, DEV_LEASE, 1, 2, b"abcd");
+    gre[23] = 47;
+    checksum::fix_ipv4_header(&mut gre);
+    let stranger = frame::udp(DEV_LEASE, HOST, 40999, 53, b"x");
+    let unsolicited = [
+        (
+            "tcp to a lease",
+            frame::tcp(HOST, DEV_LEASE, 443, 40000, b"x"),
+        ),
+        (
+            "udp to a lease",
+            frame::udp(HOST, DEV_LEASE, 53, 40000, b"a"),
+        ),
+        (
+            "ping to a lease",
+            frame::icmp_echo(HOST, DEV_LEASE, 1, 1, b"ping"),
+        ),
+        (
+            "to an unleased client address",
+            frame::tcp(HOST, [10, 200, 3, 7], 1, 2, b""),
+        ),
+        (
+            "to the client broadcast",
+            frame::udp(HOST, [10, 200, 3, 255], 1, 2, b""),
+        ),
+        ("a later fragment", later),
+        ("another protocol", gre),
+        (
+            "an icmp error about no flow",
+            frame::icmp_error(HOST, DEV_LEASE, 3, 3, [0; 4], ip_packet(&stranger)),
+        ),
+    ];
+    for (name, f) in &unsolicited {
+        let before = fx.policy.target_stats().unwrap();
+        assert_eq!(fx.target(f).verdict, Verdict::Drop, "{name}");
+        let moved = fx.policy.target_stats().unwrap().since(&before);
+        for stat in TargetStat::ALL {
+            let want = u64::from(matches!(stat, TargetStat::Unsolicited | TargetStat::Drop));
+            assert_eq!(moved.get(stat), want, "{name}: {} ({moved})", stat.name());
+        }
+    }
+    // Replies to the client's own flows still reach it, ICMP errors about them too.
+    let replies = [
+        (
+            "tcp reply",
+            frame::tcp(HOST, SNAT, 443, 40000, b"200 OK"),
+            frame::tcp(HOST, DEV_LEASE, 443, 40000, b"200 OK"),
+        ),
+        (
+            "port unreachable",
+            frame::icmp_error(HOST, SNAT, 3, 3, [0; 4], ip_packet(&udp_out)),
+            frame::icmp_error(
+                HOST,
+                DEV_LEASE,
+                3,
+                3,
+                [0; 4],
+                ip_packet(&frame::udp(DEV_LEASE, HOST, 40000, 53, b"q")),
+            ),
+        ),
+    ];
+    for (name, reply, expected) in &replies {
+        let out = fx.target(reply);
+        assert_eq!(out.verdict, Verdict::Pass, "{name}");
+        assert_frame(name, &out.frame, expected);
+    }
+    // Anything else for the host passes to it untouched, as before.
+    let other = frame::tcp(HOST, [10, 0, 0, 10], 443, 40000, b"x");
+    xdp::assert_untouched(fx.policy.target(), &other, Verdict::Pass).unwrap();
+    let stats = fx.policy.target_stats().unwrap();
+    assert_eq!(stats.get(TargetStat::Translated), 2, "{stats}");
+    assert_eq!(stats.get(TargetStat::IcmpError), 1, "{stats}");
+    assert_eq!(stats.get(TargetStat::Unsolicited), 8, "{stats}");
+    assert_eq!(stats.get(TargetStat::Miss), 1, "{stats}");
+}
+
+#[test]
+fn an_expiring_reply_is_not_steered_and_steered_replies_lose_one_ttl() {
+    if !privilege::check("an_expiring_reply_is_not_steered_and_steered_replies_lose_one_ttl") {
+        return;
+    }
+    let mut fx = Fixture::new(1024);
+    fx._lab
+        .veth((&fx.ns, "eth0", None), (&fx.ns, "eth1", None))
+        .unwrap();
+    fx.inner(&tcp(DEV_LEASE, HOST, 40000));
+    let eth0 = fx
+        .ns
+        .run_in(|| nix::net::if_::if_nametoindex("eth0").unwrap())
+        .unwrap();
+    let socket = fx.ns.run_in(|| Xsk::bind(eth0, 0)).unwrap().unwrap();
+    fx.policy.insert_target_xsk(eth0, 0, &socket).unwrap();
+    let on_eth0 = |fx: &Fixture, f: &[u8]| {
+        let program = fx.policy.target();
+        let before = fx.policy.target_stats().unwrap();
+        let (out, meta) = fx
+            .ns
+            .run_in(|| xdp::run_on(program, f, eth0, 0))
+            .unwrap()
+            .unwrap();
+        (out, meta, fx.policy.target_stats().unwrap().since(&before))
+    };
+    let reply = |ttl| with_ttl(frame::tcp(HOST, SNAT, 443, 40000, b"200 OK"), ttl);
+    let translated = |ttl| with_ttl(frame::tcp(HOST, DEV_LEASE, 443, 40000, b"200 OK"), ttl);
+
+    // Steered as a router forwards: one hop less, the header checksum updated.
+    for ttl in [64, 2, 255] {
+        let (out, meta, moved) = on_eth0(&fx, &reply(ttl));
+        assert_eq!(out.verdict, Verdict::Redirect, "ttl {ttl}");
+        assert_eq!(meta.len(), 8, "ttl {ttl}");
+        assert_frame("steered", &out.frame, &translated(ttl - 1));
+        assert_eq!(moved.get(TargetStat::Steered), 1, "ttl {ttl}: {moved}");
+        assert_eq!(moved.get(TargetStat::TtlExpired), 0, "ttl {ttl}: {moved}");
+    }
+    // Expiring here: to the kernel (which tells the sender), not to the worker.
+    for ttl in [1, 0] {
+        let (out, meta, moved) = on_eth0(&fx, &reply(ttl));
+        assert_eq!(out.verdict, Verdict::Pass, "ttl {ttl}");
+        assert!(meta.is_empty(), "ttl {ttl}: {}", xdp::hex(&meta));
+        assert_frame("expiring", &out.frame, &translated(ttl));
+        for stat in TargetStat::ALL {
+            let want = u64::from(matches!(
+                stat,
+                TargetStat::Translated | TargetStat::TtlExpired | TargetStat::PassedToKernel
+            ));
+            assert_eq!(
+                moved.get(stat),
+                want,
+                "ttl {ttl}: {} ({moved})",
+                stat.name()
+            );
+        }
+    }
+    drop(socket);
 }

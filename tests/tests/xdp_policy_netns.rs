@@ -2,7 +2,8 @@
 //! (as the data plane will), `inner` and `target` run natively on the gateway's veths,
 //! and a target host left as Debian makes it answers. The host sees only the gateway's
 //! address with the client's own port, replies find their way back (their partial
-//! checksums intact), and a denied host gets nothing.
+//! checksums intact), a packet whose TTL expires gets the client time exceeded, and a
+//! denied host gets nothing.
 
 use std::{
     io::{Read, Write},
@@ -230,6 +231,25 @@ fn real_traffic_is_translated_both_ways_and_denied_hosts_get_nothing() {
     client
         .exec(&["ping", "-c", "3", "-i", "0.1", "-W", "2", ALLOWED_HOST])
         .unwrap();
+
+    // TTL 1: the gateway answers as a router does, with time exceeded from its own
+    // address to the client, and nothing reaches the host nor makes NAT state.
+    let before = policy.inner_stats().unwrap();
+    let flows = policy.nat_mappings().unwrap().len();
+    let expiring = client
+        .command("ping")
+        .args(["-c", "1", "-t", "1", "-W", "2", ALLOWED_HOST])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&expiring.stdout);
+    assert!(
+        said.contains(&format!("From {GW_INNER}")) && said.contains("Time to live exceeded"),
+        "ping with TTL 1: {said}"
+    );
+    let moved = policy.inner_stats().unwrap().since(&before);
+    assert_eq!(moved.get(InnerStat::TtlExpired), 1, "{moved}");
+    assert_eq!(moved.get(InnerStat::NatCreated), 0, "{moved}");
+    assert_eq!(policy.nat_mappings().unwrap().len(), flows);
 
     // TCP: the host sees the gateway's address and the client's own port.
     let listener = target

@@ -386,7 +386,8 @@ fn reload_crl(running: &Config, base: &tls::TlsMaterial, server: &mut Server) {
 }
 
 /// SIGHUP: routes, authorization rules and groups from the file again, swapped in
-/// whole; sessions stay up. Other changes need a restart.
+/// whole; sessions stay up. The gateway's own addresses (refused as destinations) are
+/// listed again too. Other changes need a restart.
 ///
 /// Groups keep their numbers across reloads ([`Config::keep_group_ids`]), and the live
 /// sessions' XDP entries change with the rules in two steps, so that no packet is ever
@@ -429,6 +430,10 @@ async fn reload(config_path: &Path, running: &Config, server: &mut Server, xdp: 
             }
         }
     };
+    // Addresses may have changed since the start (a new interface or lease).
+    if let Err(e) = super::setup::refresh_gateway_addresses(&mut xdp.policy) {
+        warn!("reload: the gateway addresses refused stay as they were: {e:#}");
+    }
     set(xdp, Regroup::both);
     match xdp.policy.replace_rules(&compiled) {
         Ok(()) => {

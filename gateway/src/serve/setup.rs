@@ -27,7 +27,7 @@ use crate::{
         tap::Tap,
         worker::{self, Workers},
     },
-    net::lookup_interface,
+    net::{gateway_addresses, lookup_interface},
     policy,
     xdp::{AttachMode, Edge, Policy, RedirectWatch},
 };
@@ -343,7 +343,9 @@ pub fn session_config(
 }
 
 /// Loads the XDP programs and attaches them: `edge` on the public interface, `inner` on
-/// the TAP, `target` on every target interface; routes and rules from the config.
+/// the TAP, `target` on every target interface; routes and rules from the config, and
+/// the isolation the programs enforce whatever the rules: the client CIDR to `edge`,
+/// the gateway's own addresses to `inner` (the TAP's included: it exists by now).
 fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
     let mut edge = Edge::load()?;
     edge.configure(
@@ -351,10 +353,13 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
         config.endpoint.hard_reset_rate,
         config.endpoint.hard_reset_burst,
     )?;
+    edge.set_client_network(config.endpoint.client_cidr)?;
     edge.attach(&config.endpoint.public_interface, AttachMode::Auto)?;
     let mut policy = Policy::load()?;
     let compiled = policy::compile(config, &lookup_interface)?;
     policy.apply(&compiled)?;
+    let own = refresh_gateway_addresses(&mut policy)?;
+    info!(addresses = own, "inner refuses the gateway's own addresses");
     let mut targets = Vec::with_capacity(compiled.targets.len());
     for target in &compiled.targets {
         let setup = policy.set_up_target(&target.name, target.interface.ifindex)?;
@@ -384,6 +389,14 @@ fn attach(config: &Config, tap: &Tap, udp_ports: &[u16]) -> Result<Xdp> {
         targets,
         redirects,
     })
+}
+
+/// Puts every IPv4 address of the gateway's network namespace (and each interface's
+/// directed broadcast address) into `inner`'s refused destinations; returns how many.
+pub(super) fn refresh_gateway_addresses(policy: &mut Policy) -> Result<usize> {
+    let own = gateway_addresses().context("listing the gateway's addresses")?;
+    policy.set_gateway_addresses(&own)?;
+    Ok(own.len())
 }
 
 /// The interfaces AF_XDP mode puts sockets on: the public one (when UDP is served) and

@@ -12,9 +12,10 @@ use aya::{
 };
 use gateway_ebpf_common::{
     DATAPLANE_DEVS_MAP, EDGE_CONFIG_MAP, EDGE_PEERS_MAP, EDGE_XSKS_MAP, EdgeConfig, EdgePeer,
-    EdgeStat, FlowKey, INNER_CONFIG_MAP, InnerConfig, InnerStat, NAT_IN_MAP, NAT_OUT_MAP, NatIn,
-    NatOut, POLICY_GENERATION_MAP, POLICY_MAPS, PolicyValue, REDIRECT_MAPS_MAP, RedirectStat,
-    SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_XSK_SLOTS_MAP, TARGET_XSKS_MAP, TargetStat,
+    EdgeStat, FlowKey, GATEWAY_ADDRS_MAP, INNER_CONFIG_MAP, InnerConfig, InnerStat, NAT_IN_MAP,
+    NAT_OUT_MAP, NatIn, NatOut, POLICY_GENERATION_MAP, POLICY_MAPS, PolicyValue, REDIRECT_MAPS_MAP,
+    RedirectStat, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_XSK_SLOTS_MAP,
+    TARGET_XSKS_MAP, TargetStat,
 };
 use ipnet::Ipv4Net;
 
@@ -79,6 +80,8 @@ pub(super) struct PolicyMaps {
     pub config: Cell<InnerConfig>,
     /// lease → groups and peer-id.
     pub sessions: Hash<[u8; 4], SessionInfo>,
+    /// The gateway's own addresses (→ 1), refused as destinations.
+    pub gateway_addrs: Hash<[u8; 4], u8>,
     /// Which of `policy` is in force (0 or 1).
     pub generation: Cell<u32>,
     /// The two generations of the merged route and authorization trie.
@@ -101,6 +104,7 @@ impl PolicyMaps {
         Ok(Self {
             config: Cell::take(ebpf, INNER_CONFIG_MAP)?,
             sessions: Hash::take(ebpf, SESSIONS_MAP)?,
+            gateway_addrs: Hash::take(ebpf, GATEWAY_ADDRS_MAP)?,
             generation: Cell::take(ebpf, POLICY_GENERATION_MAP)?,
             policy: [
                 Trie::take(ebpf, POLICY_MAPS[0])?,

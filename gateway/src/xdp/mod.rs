@@ -18,9 +18,9 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_ebpf_common::{
-    DATAPLANE_DEVS_MAP, DEVMAP_XMIT_PROGRAM, EDGE_PEERS_MAP, EDGE_PROGRAM, EDGE_XSKS_MAP,
-    EdgeConfig, EdgePeer, INNER_PROGRAM, InnerConfig, MAX_AUTHZ_RULES, MAX_LISTEN_PORTS,
-    MAX_ROUTES, MAX_WATCHED_MAPS, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP,
+    DATAPLANE_DEVS_MAP, DEVMAP_XMIT_PROGRAM, EDGE_PEERS_MAP, EDGE_PROGRAM, EDGE_XSKS_MAP, EdgePeer,
+    INNER_PROGRAM, InnerConfig, MAX_AUTHZ_RULES, MAX_GATEWAY_ADDRS, MAX_LISTEN_PORTS, MAX_ROUTES,
+    MAX_WATCHED_MAPS, MAX_XSK_QUEUES, MAX_XSK_TARGETS, NAT_IN_MAP, NAT_OUT_MAP,
     REDIRECT_ERR_PROGRAM, SESSIONS_MAP, SessionInfo, TARGET_DEVS_MAP, TARGET_PROGRAM,
     TARGET_XSKS_MAP,
 };
@@ -269,7 +269,8 @@ impl Edge {
 
     /// Sets the UDP listen ports (at most [`MAX_LISTEN_PORTS`]) and the per-source
     /// hard-reset limit (`resets_per_second` 0 = none). Until this is called no port is
-    /// treated as OpenVPN and everything passes.
+    /// treated as OpenVPN and everything passes (but what
+    /// [`Edge::set_client_network`] refuses). The client network stays as set.
     pub fn configure(
         &mut self,
         listen_ports: &[u16],
@@ -282,14 +283,23 @@ impl Edge {
                 listen_ports.len()
             )));
         }
-        let mut config = EdgeConfig {
-            resets_per_second,
-            reset_burst,
-            ..Default::default()
-        };
+        let mut config = self.maps.config.get()?;
+        config.resets_per_second = resets_per_second;
+        config.reset_burst = reset_burst;
+        config.listen_ports = Default::default();
         for (slot, port) in config.listen_ports.iter_mut().zip(listen_ports) {
             *slot = port.to_be_bytes();
         }
+        self.maps.config.set(config)
+    }
+
+    /// Tells `edge` the client CIDR: frames to it that are not OpenVPN are dropped
+    /// (`to_client_network`), since only the data plane may deliver to a client. Until
+    /// this is called no frame is refused for its destination.
+    pub fn set_client_network(&mut self, client_cidr: Ipv4Net) -> Result<(), XdpError> {
+        let mut config = self.maps.config.get()?;
+        config.client_network = client_cidr.network().octets();
+        config.client_netmask = client_cidr.netmask().octets();
         self.maps.config.set(config)
     }
 
@@ -450,7 +460,8 @@ impl Policy {
         self.maps.target_stats.read()
     }
 
-    /// Tells `inner` the client CIDR and whether clients may reach each other.
+    /// Tells `inner` the client CIDR and whether clients may reach each other; `target`
+    /// drops what arrives for the client CIDR unless it is a reply to a translated flow.
     pub fn set_client_network(
         &mut self,
         client_cidr: Ipv4Net,
@@ -461,6 +472,42 @@ impl Policy {
             client_netmask: client_cidr.netmask().octets(),
             client_to_client: u32::from(client_to_client),
         })
+    }
+
+    /// Tells `inner` the gateway's own addresses (replacing those set before): packets
+    /// to them are dropped (`gateway_address`), whatever the routes and rules. At most
+    /// [`MAX_GATEWAY_ADDRS`]; [`crate::net::gateway_addresses`] lists the namespace's.
+    pub fn set_gateway_addresses(&mut self, addresses: &[Ipv4Addr]) -> Result<(), XdpError> {
+        if addresses.len() > MAX_GATEWAY_ADDRS as usize {
+            return Err(XdpError::Config(format!(
+                "{} gateway addresses, at most {MAX_GATEWAY_ADDRS}",
+                addresses.len()
+            )));
+        }
+        let wanted: Vec<[u8; 4]> = addresses.iter().map(Ipv4Addr::octets).collect();
+        let map = &mut self.maps.gateway_addrs;
+        for (old, _) in map.entries()? {
+            if !wanted.contains(&old) {
+                map.remove_if_present(&old)?;
+            }
+        }
+        for addr in wanted {
+            map.insert(addr, 1)?;
+        }
+        Ok(())
+    }
+
+    /// The addresses [`Policy::set_gateway_addresses`] put in force, sorted.
+    pub fn gateway_addresses(&self) -> Result<Vec<Ipv4Addr>, XdpError> {
+        let mut addresses: Vec<Ipv4Addr> = self
+            .maps
+            .gateway_addrs
+            .entries()?
+            .into_iter()
+            .map(|(addr, _)| addr.into())
+            .collect();
+        addresses.sort();
+        Ok(addresses)
     }
 
     /// Admits packets from `lease` as coming from this session.
