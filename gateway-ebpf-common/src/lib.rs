@@ -288,10 +288,18 @@ pub enum InnerStat {
     /// Allowed, but with a TTL of 1 or less: passed to the kernel untranslated (no NAT
     /// state), which answers the client with ICMP time exceeded and never forwards it.
     TtlExpired,
+    /// Of `passed_to_kernel`: the next hop has no neighbour entry yet; the kernel
+    /// resolves it (later packets of the flow may then be redirected).
+    NoNeighbour,
+    /// Of `passed_to_kernel`: the FIB has no forwarding answer (no route, blackhole,
+    /// unreachable, prohibited, forwarding off, fragmentation needed): the kernel
+    /// decides, answers with ICMP where a router would and counts its drops
+    /// (`ip -s link`, `nstat`).
+    NoFibRoute,
 }
 
 impl InnerStat {
-    pub const ALL: [InnerStat; 24] = [
+    pub const ALL: [InnerStat; 26] = [
         InnerStat::Allowed,
         InnerStat::Drop,
         InnerStat::Spoofed,
@@ -316,6 +324,8 @@ impl InnerStat {
         InnerStat::MetadataService,
         InnerStat::MulticastOrBroadcast,
         InnerStat::TtlExpired,
+        InnerStat::NoNeighbour,
+        InnerStat::NoFibRoute,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -345,6 +355,8 @@ impl InnerStat {
             InnerStat::MetadataService => "metadata_service",
             InnerStat::MulticastOrBroadcast => "multicast_or_broadcast",
             InnerStat::TtlExpired => "ttl_expired",
+            InnerStat::NoNeighbour => "no_neighbour",
+            InnerStat::NoFibRoute => "no_fib_route",
         }
     }
 }
@@ -457,10 +469,14 @@ pub enum TargetStat {
     /// Of the translated: TTL of 1 or less, so never steered to AF_XDP; forwarded to the
     /// kernel, which answers the sender with ICMP time exceeded.
     TtlExpired,
+    /// Of `passed_to_kernel`: no neighbour entry for the lease on the TAP yet.
+    NoNeighbour,
+    /// Of `passed_to_kernel`: the FIB has no forwarding answer for the lease.
+    NoFibRoute,
 }
 
 impl TargetStat {
-    pub const ALL: [TargetStat; 10] = [
+    pub const ALL: [TargetStat; 12] = [
         TargetStat::Translated,
         TargetStat::Redirected,
         TargetStat::PassedToKernel,
@@ -471,6 +487,8 @@ impl TargetStat {
         TargetStat::PartialChecksum,
         TargetStat::Unsolicited,
         TargetStat::TtlExpired,
+        TargetStat::NoNeighbour,
+        TargetStat::NoFibRoute,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -486,6 +504,8 @@ impl TargetStat {
             TargetStat::PartialChecksum => "partial_checksum",
             TargetStat::Unsolicited => "unsolicited",
             TargetStat::TtlExpired => "ttl_expired",
+            TargetStat::NoNeighbour => "no_neighbour",
+            TargetStat::NoFibRoute => "no_fib_route",
         }
     }
 }

@@ -5,7 +5,10 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_PASS},
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+        xdp_action::XDP_PASS,
+    },
     helpers::generated::bpf_fib_lookup,
     maps::DevMapHash,
     programs::XdpContext,
@@ -22,9 +25,23 @@ const AF_INET: u8 = 2;
 pub enum Forwarded {
     /// Redirected out of a device of the devmap; the action to return.
     Redirected(u32),
-    /// Left for the kernel: no route or neighbour entry, TTL about to expire, or a next
-    /// hop outside the devmap. The frame is unchanged by this function.
-    Kernel,
+    /// Left for the kernel, unchanged by this function, for this reason.
+    Kernel(Why),
+}
+
+/// Why a frame was left for the kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// TTL about to expire: the kernel sends time exceeded.
+    TtlExpiring,
+    /// The next hop has no neighbour entry yet.
+    NoNeighbour,
+    /// The FIB gave no forwarding answer (no route, blackhole, unreachable, prohibited,
+    /// forwarding off, fragmentation needed, …).
+    NoFibRoute,
+    /// The next hop's device is not in the devmap: its path is the kernel's by choice
+    /// (`gateway::xdp::forwarding_for`), or the frame is headed elsewhere.
+    KernelPath,
 }
 
 /// Looks up the next hop of the IPv4 frame in `ctx` and, when it leaves through a device
@@ -32,10 +49,10 @@ pub enum Forwarded {
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, devs: &DevMapHash) -> Forwarded {
     let Some(ip) = header_at_mut::<Ipv4Hdr>(ctx, ETH_HDR_LEN) else {
-        return Forwarded::Kernel;
+        return Forwarded::Kernel(Why::KernelPath);
     };
     if ip.ttl <= 1 {
-        return Forwarded::Kernel;
+        return Forwarded::Kernel(Why::TtlExpiring);
     }
     // SAFETY: bpf_fib_lookup is integers, byte arrays and unions of them (no pointers),
     // so all-zero bytes are a valid value.
@@ -51,14 +68,25 @@ pub fn forward(ctx: &XdpContext, devs: &DevMapHash) -> Forwarded {
     // bpf_fib_lookup on the stack, exclusively borrowed for the call, and the size passed
     // is its own, so the helper reads and writes only inside it.
     let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, size_of::<FibParams>() as i32, 0) };
-    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || devs.get(params.ifindex).is_none() {
-        return Forwarded::Kernel;
+    // Where the FIB found a device (success, or no neighbour on it), whether XDP may
+    // send there decides first.
+    let known = (rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS)
+        || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH))
+        && devs.get(params.ifindex).is_some();
+    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) && known {
+        return Forwarded::Kernel(Why::NoNeighbour);
+    }
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && rc != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        return Forwarded::Kernel(Why::NoFibRoute);
+    }
+    if !known {
+        return Forwarded::Kernel(Why::KernelPath);
     }
     let before = [ip.ttl, ip.protocol];
     ip.ttl -= 1;
     ip.check = replace16(ip.check, before, [ip.ttl, ip.protocol]);
     let Some(eth) = header_at_mut::<EthHdr>(ctx, 0) else {
-        return Forwarded::Kernel;
+        return Forwarded::Kernel(Why::KernelPath);
     };
     eth.dst = params.dmac;
     eth.src = params.smac;

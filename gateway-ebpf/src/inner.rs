@@ -18,7 +18,7 @@ use gateway_ebpf_common::{
 };
 
 use crate::{
-    forward::{Forwarded, forward},
+    forward::{Forwarded, Why, forward},
     nat::{End, NatError, mapping, rewrite},
     packet::{
         ETH_HDR_LEN, ETHERTYPE_IPV4, EthHdr, ICMP_ECHO_REQUEST, Ipv4Hdr, Transport, fragment,
@@ -201,8 +201,13 @@ fn try_inner(ctx: &XdpContext) -> Result<u32, InnerStat> {
             count(InnerStat::Redirected);
             action
         }
-        Forwarded::Kernel => {
+        Forwarded::Kernel(why) => {
             count(InnerStat::PassedToKernel);
+            match why {
+                Why::NoNeighbour => count(InnerStat::NoNeighbour),
+                Why::NoFibRoute => count(InnerStat::NoFibRoute),
+                Why::TtlExpiring | Why::KernelPath => {}
+            }
             XDP_PASS
         }
     })

@@ -25,7 +25,7 @@ use gateway_ebpf_common::{
 
 use crate::{
     checksum::{partial_form, pseudo_header, replace16},
-    forward::{Forwarded, forward},
+    forward::{Forwarded, Why, forward},
     inner::INNER_CONFIG,
     nat::{
         End, ICMP_DEST_UNREACHABLE, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, icmp_error_flow,
@@ -210,8 +210,13 @@ fn towards_client(ctx: &XdpContext, peer_id: u32) -> u32 {
             count(TargetStat::Redirected);
             action
         }
-        Forwarded::Kernel => {
+        Forwarded::Kernel(why) => {
             count(TargetStat::PassedToKernel);
+            match why {
+                Why::NoNeighbour => count(TargetStat::NoNeighbour),
+                Why::NoFibRoute => count(TargetStat::NoFibRoute),
+                Why::TtlExpiring | Why::KernelPath => {}
+            }
             XDP_PASS
         }
     }

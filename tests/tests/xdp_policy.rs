@@ -597,6 +597,22 @@ fn translated_packets_with_a_known_next_hop_are_redirected() {
     assert_frame("redirected", &out.frame, &expected);
     let stats = fx.policy.inner_stats().unwrap();
     assert_eq!(stats.get(InnerStat::Redirected), 1, "{stats}");
+    // The first packet went to the kernel by the interface's path, which is no failure.
+    assert_eq!(stats.get(InnerStat::NoNeighbour), 0, "{stats}");
+    assert_eq!(stats.get(InnerStat::NoFibRoute), 0, "{stats}");
+
+    // On the target device, but no neighbour entry for this host yet: the kernel
+    // resolves it, and says why.
+    let out = fx.inner(&tcp(DEV_LEASE, [10, 0, 7, 7], 40000));
+    assert_eq!(out.verdict, Verdict::Pass);
+    let stats = fx.policy.inner_stats().unwrap();
+    assert_eq!(stats.get(InnerStat::NoNeighbour), 1, "{stats}");
+    // Routed and allowed by the policy, but the namespace has no route there.
+    let out = fx.inner(&tcp(DEV_LEASE, [10, 50, 0, 1], 40000));
+    assert_eq!(out.verdict, Verdict::Pass);
+    let stats = fx.policy.inner_stats().unwrap();
+    assert_eq!(stats.get(InnerStat::NoFibRoute), 1, "{stats}");
+    assert_eq!(stats.get(InnerStat::PassedToKernel), 3, "{stats}");
 
     // TTL 1 is left to the kernel untranslated, which answers the client with time
     // exceeded.
