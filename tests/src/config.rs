@@ -34,6 +34,13 @@ pub struct LabConfig {
     dataplane: Dataplane,
     #[serde(skip_serializing_if = "Option::is_none")]
     admin: Option<Admin>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Process>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+struct Process {
+    user: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -178,6 +185,7 @@ impl LabConfig {
             groups: BTreeMap::new(),
             dataplane: Dataplane::default(),
             admin: None,
+            process: None,
         }
     }
 
@@ -410,6 +418,12 @@ impl LabConfig {
     /// `admin.socket`.
     pub fn admin_socket(mut self, path: impl AsRef<Path>) -> Self {
         self.admin = Some(Admin { socket: text(path) });
+        self
+    }
+
+    /// `process.user`: what `gateway serve` continues as once set up.
+    pub fn process_user(mut self, user: &str) -> Self {
+        self.process = Some(Process { user: user.into() });
         self
     }
 }

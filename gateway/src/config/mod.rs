@@ -28,6 +28,15 @@ pub struct Config {
     pub groups: Groups,
     pub dataplane: Dataplane,
     pub admin: Admin,
+    pub process: Process,
+}
+
+/// `[process]`: what `gateway serve` runs as once it is set up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Process {
+    /// The user (and its primary group) to continue as, with only the capabilities the
+    /// running gateway needs (`serve::privilege`); `None`: stay root.
+    pub user: Option<String>,
 }
 
 /// `[admin]`: where `gateway serve` answers `gateway connections` and `gateway terminate`.
@@ -402,6 +411,19 @@ impl Config {
                 .enumerate()
                 .map(|(i, t)| (format!("target[{i}].interface"), &t.interface)),
         );
+        if let Some(user) = &self.process.user {
+            match nix::unistd::User::from_name(user) {
+                Ok(Some(_)) => {}
+                Ok(None) => errors.push(ConfigError {
+                    key: "process.user".into(),
+                    message: format!("no user named {user:?} on this host"),
+                }),
+                Err(e) => errors.push(ConfigError {
+                    key: "process.user".into(),
+                    message: format!("looking up user {user:?}: {e}"),
+                }),
+            }
+        }
         for (key, name) in interfaces {
             // Asked of this thread's network namespace (sysfs may show another one).
             if nix::net::if_::if_nametoindex(name.as_str()).is_err() {

@@ -21,6 +21,16 @@ pub struct RawConfig {
     pub dataplane: RawDataplane,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub process: RawProcess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProcess {
+    /// The user `gateway serve` continues as once set up.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

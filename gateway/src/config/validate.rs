@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 
 use super::{
     Admin, AuthDigest, Config, ConfigError, Dataplane, DataplaneMode, Endpoint, ExpiredCrl, Groups,
-    Listen, Route, Target, Tls, Transport,
+    Listen, Process, Route, Target, Tls, Transport,
     raw::{RawAuthorize, RawConfig, RawEndpoint, RawTls},
 };
 use crate::policy::{Access, AuthorizationRule, GroupId};
@@ -66,6 +66,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let authorization = authorization(&raw, &groups, &mut p);
     let dataplane = dataplane(&raw, &mut p);
     let admin = admin(&raw, &mut p);
+    let process = process(&raw, &mut p);
     match (endpoint, admin, p.0.is_empty()) {
         (Some(endpoint), Some(admin), true) => Ok(Config {
             endpoint,
@@ -76,6 +77,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             groups,
             dataplane,
             admin,
+            process,
         }),
         _ => Err(p.0),
     }
@@ -552,6 +554,26 @@ fn admin(raw: &RawConfig, p: &mut Problems) -> Option<Admin> {
         return None;
     }
     Some(Admin { socket })
+}
+
+fn process(raw: &RawConfig, p: &mut Problems) -> Process {
+    let user = raw.process.user.clone();
+    if let Some(name) = &user {
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid {
+            p.add("process.user", format!("{name:?} is not a user name"));
+        } else if name == "root" {
+            p.add(
+                "process.user",
+                "\"root\" keeps every privilege; name an unprivileged user, or leave it out",
+            );
+        }
+    }
+    Process { user }
 }
 
 fn dataplane(raw: &RawConfig, p: &mut Problems) -> Dataplane {

@@ -203,6 +203,16 @@ pub(super) async fn run(
         };
         tokio::spawn(accept_streams(listener, stream_tx, limits));
     }
+    // Everything that needs root is done: continue unprivileged where configured.
+    match &config.process.user {
+        Some(user) => {
+            super::privilege::drop_to(user)?;
+        }
+        None => warn!(
+            "running as root for the gateway's whole life: set process.user to continue \
+             as an unprivileged user once set up"
+        ),
+    }
     let mut plane = Plane {
         xdp,
         workers,

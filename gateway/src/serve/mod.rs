@@ -11,6 +11,7 @@
 
 mod driver;
 mod guard;
+mod privilege;
 mod server;
 mod setup;
 mod tcp;
