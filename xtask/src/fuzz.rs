@@ -63,7 +63,18 @@ pub fn fuzz(names: &[String], seconds: u64) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     for name in &chosen {
         let log = logs.join(format!("{name}.log"));
-        let out = cargo_fuzz(&["run", name, "--", &format!("-max_total_time={seconds}")])
+        // The working corpus (not checked in) first, where libFuzzer adds what it
+        // finds; then the checked-in seeds, read only.
+        let corpus = format!("fuzz/corpus/{name}");
+        std::fs::create_dir_all(fuzz_dir().join(&corpus))?;
+        let seeds = format!("fuzz/seeds/{name}");
+        let mut args = vec!["run", name.as_str(), corpus.as_str()];
+        if fuzz_dir().join(&seeds).is_dir() {
+            args.push(&seeds);
+        }
+        let limit = format!("-max_total_time={seconds}");
+        args.extend(["--", limit.as_str()]);
+        let out = cargo_fuzz(&args)
             .output()
             .with_context(|| format!("running fuzz target {name}"))?;
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
