@@ -195,7 +195,11 @@ impl<'a> ControlPacket<'a> {
             .get(OFF_ACKS..end)
             .unwrap_or(&[])
             .chunks_exact(ACK_ID_LEN)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .map(|c| {
+                let mut id = [0u8; ACK_ID_LEN];
+                id.copy_from_slice(c);
+                u32::from_be_bytes(id)
+            })
     }
 
     /// The receiver's session id echoed by the sender; present iff there are ACKs.

@@ -130,7 +130,11 @@ pub(super) fn dns_directives(
                 problem: "a server without addresses",
             });
         }
-        if servers[..i].iter().any(|s| s.priority == server.priority) {
+        if servers
+            .iter()
+            .take(i)
+            .any(|s| s.priority == server.priority)
+        {
             return Err(PushError::Unencodable {
                 name: "dns",
                 problem: "two servers with the same priority",

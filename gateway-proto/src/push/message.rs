@@ -133,9 +133,9 @@ const KEYWORDS: [&str; 10] = [
 /// bytes consumed, `None` if no NUL has arrived yet, or an error once more than
 /// [`MAX_CONTROL_MESSAGE_LEN`] bytes arrived without a NUL.
 pub fn take_message(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ControlError> {
-    let window = &buf[..buf.len().min(MAX_CONTROL_MESSAGE_LEN)];
+    let window = buf.get(..MAX_CONTROL_MESSAGE_LEN).unwrap_or(buf);
     match window.iter().position(|&b| b == 0) {
-        Some(nul) => Ok(Some((&buf[..nul], nul + 1))),
+        Some(nul) => Ok(window.get(..nul).map(|message| (message, nul + 1))),
         None if buf.len() >= MAX_CONTROL_MESSAGE_LEN => Err(ControlError::TooLong {
             len: buf.len(),
             max: MAX_CONTROL_MESSAGE_LEN,
