@@ -736,3 +736,49 @@ fn one_identity_holds_at_most_its_session_limit_and_a_new_session_ends_the_oldes
     assert_eq!(h.server.pool().leased(), 3);
     assert_eq!(h.server.replaced(), 7);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 48,
+        ..Default::default()
+    })]
+
+    /// The server's datagram and stream handlers on arbitrary bytes (a control-opcode
+    /// first byte half the time, so they get past the opcode check), from the
+    /// established client's own address and from strangers, over UDP and TCP: nothing
+    /// panics, nothing new is admitted without a handshake, and the established client
+    /// still carries data both ways afterwards.
+    #[test]
+    fn arbitrary_datagrams_and_stream_packets_never_disturb_an_established_client(
+        inputs in proptest::collection::vec(
+            (0u8..4, proptest::bool::ANY, proptest::option::of(0u8..32),
+             proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+            0..40,
+        )
+    ) {
+        let mut h = Harness::new("arbitrary", "10.200.0.0/22");
+        let mut alice = h.client("alice");
+        let lease = established(&h.pump(&mut alice, addr(2))).unwrap();
+        for (who, stream, opcode, mut bytes) in inputs {
+            if let (Some(op), Some(first)) = (opcode, bytes.first_mut()) {
+                *first = (op << 3) | (*first & 7);
+            }
+            let from = addr(2 + who);
+            if stream {
+                h.stream_packet(from, &bytes);
+            } else {
+                h.datagram(Instant::now(), from, &bytes);
+            }
+        }
+        proptest::prop_assert_eq!(h.server.pool().leased(), 1);
+        let out = ip_udp(lease, Ipv4Addr::new(10, 10, 0, 10), b"still here");
+        alice.send_data(Instant::now(), &out).unwrap();
+        h.pump(&mut alice, addr(2));
+        proptest::prop_assert_eq!(std::mem::take(&mut h.to_tap), vec![out]);
+        let back = ip_udp(Ipv4Addr::new(10, 10, 0, 10), lease, b"and back");
+        let (to, datagram) = h.xdp.worker_seal(&back).expect("alice is carried");
+        proptest::prop_assert_eq!(to, addr(2));
+        alice.handle_datagram(Instant::now(), &datagram).unwrap();
+        proptest::prop_assert_eq!(alice.poll_event(), Some(Event::Packet(back)));
+    }
+}
