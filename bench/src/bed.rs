@@ -29,7 +29,12 @@ pub struct Bed {
     pub config: Config,
     /// Whether the target routes the stock server's tunnel network back (added once).
     stock_route: bool,
+    /// Start both servers rekeying every [`REKEY_SECS`] (the `rekey` scenario).
+    pub rekey: bool,
 }
+
+/// The data-key lifetime of the `rekey` scenario, for both servers.
+pub const REKEY_SECS: u32 = 4;
 
 /// The server of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +88,12 @@ impl Bed {
         let lab_config = lab_config(dir);
         lab_config.write(&config_path)?;
         lab_config
+            .clone()
             .dataplane_mode("sockets")
             .write(&dir.join("gateway-sockets.toml"))?;
+        lab_config
+            .rekey_interval_secs(REKEY_SECS)
+            .write(&dir.join("gateway-rekey.toml"))?;
         let config = Config::load(&config_path)?;
         Ok(Self {
             lab,
@@ -94,6 +103,7 @@ impl Bed {
             config_path,
             config,
             stock_route: false,
+            rekey: false,
         })
     }
 
@@ -108,6 +118,10 @@ impl Bed {
         match server {
             Server::Ours | Server::OursSockets => {
                 let (config, log) = match server {
+                    Server::Ours if self.rekey => (
+                        self.dir.join("gateway-rekey.toml"),
+                        self.dir.join("gateway-rekey.log"),
+                    ),
                     Server::Ours => (self.config_path.clone(), self.dir.join("gateway.log")),
                     _ => (
                         self.dir.join("gateway-sockets.toml"),
@@ -148,6 +162,13 @@ impl Bed {
                     self.stock_route = true;
                 }
                 let log = self.dir.join("stock-server.log");
+                let reneg = REKEY_SECS.to_string();
+                let rekey: &[&str] = if self.rekey {
+                    &["--reneg-sec", &reneg]
+                } else {
+                    // OpenVPN's default.
+                    &["--reneg-sec", "3600"]
+                };
                 // A /16 pool, as ours: room for the biggest connect storm.
                 spawn_stock_server_with_netmask(
                     &mut self.lab,
@@ -173,6 +194,8 @@ impl Bed {
                         "--connect-freq-initial",
                         "1000000",
                         "1",
+                        rekey[0],
+                        rekey[1],
                     ],
                     &log,
                 )

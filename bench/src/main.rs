@@ -1,8 +1,8 @@
 //! Benchmarks of the gateway (need root): `bench [SCENARIO] [--quick]`. Every scenario
 //! but `xdp` runs our gateway and the stock OpenVPN 2.6 server one after the other in
 //! the same namespace lab and reports ours, stock's and the ratio (see
-//! docs/benchmarks.md). `all` runs throughput, handshakes, sessions, latency, xdp and iperf; `--quick`
-//! is the few-minute smoke CI runs.
+//! docs/benchmarks.md). `all` runs throughput, handshakes, sessions, latency, xdp, iperf
+//! and rekey; `--quick` is the few-minute smoke CI runs.
 
 mod bed;
 mod iperf;
@@ -22,7 +22,7 @@ use gateway_tests::{privilege, xdp};
 use crate::{
     bed::Bed,
     report::Report,
-    scenarios::{Size, handshakes, latency, sessions, smoke, throughput},
+    scenarios::{Size, handshakes, latency, rekey, sessions, smoke, throughput},
 };
 
 #[derive(Parser)]
@@ -47,7 +47,7 @@ struct Cli {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// throughput, handshakes, sessions, latency, xdp and iperf.
+    /// throughput, handshakes, sessions, latency, rekey, xdp and iperf.
     All,
     /// Echo pps, Gbit/s and server CPU per packet by packet size and sessions.
     Throughput,
@@ -62,6 +62,8 @@ enum Scenario {
     Xdp,
     /// iperf3 TCP with the stock client through each server, both directions.
     Iperf,
+    /// Probes lost while both servers rekey every 2 s under a paced load.
+    Rekey,
 }
 
 fn main() -> Result<()> {
@@ -87,6 +89,7 @@ fn main() -> Result<()> {
         Scenario::Handshakes,
         Scenario::Sessions,
         Scenario::Latency,
+        Scenario::Rekey,
     ];
     if generated.into_iter().any(runs) {
         // Each session is a socket.
@@ -107,6 +110,9 @@ fn main() -> Result<()> {
             && let Some(capacity) = capacity
         {
             latency(&mut bed, &gateway_bin, size, capacity, &mut report)?;
+        }
+        if runs(Scenario::Rekey) {
+            rekey(&mut bed, &gateway_bin, size, &mut report)?;
         }
     }
     if runs(Scenario::Xdp) {

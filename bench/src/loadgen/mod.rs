@@ -47,6 +47,25 @@ pub struct Conn {
     server: SocketAddr,
     lease: Ipv4Addr,
     data: DataChannel,
+    /// How many times the key we send with changed (a rekey completed).
+    key_changes: u64,
+}
+
+impl Conn {
+    /// How many rekeys this session has completed, seen from the client side.
+    pub fn key_changes(&self) -> u64 {
+        self.key_changes
+    }
+
+    /// Takes the session's current data channel, counting a change of send key.
+    fn refresh_data(&mut self) {
+        if let Some(data) = self.session.data_channel() {
+            if data.send_key != self.data.send_key {
+                self.key_changes += 1;
+            }
+            self.data = data;
+        }
+    }
 }
 
 /// What a connect storm gave.
@@ -149,6 +168,7 @@ pub fn connect(
                         server,
                         lease,
                         data,
+                        key_changes: 0,
                     });
                 }
                 _ => failures += 1,
@@ -396,9 +416,7 @@ fn run_thread(
                 while let Some(t) = conn.session.poll_transmit(now) {
                     let _ = conn.socket.send(&t.contents);
                 }
-                if let Some(data) = conn.session.data_channel() {
-                    conn.data = data;
-                }
+                conn.refresh_data();
             }
         }
         if !got_any && allowed == 0 {
@@ -458,8 +476,20 @@ fn receive_echoes(
             };
             if !opcode.is_data() {
                 let bytes = packet.to_vec();
-                let _ = conn.session.handle_datagram(Instant::now(), &bytes);
+                let now = Instant::now();
+                let _ = conn.session.handle_datagram(now, &bytes);
+                // Answer (acks, the rekey handshake) at once, as a real client does:
+                // a peer that waits for our ack before using its new key would
+                // otherwise drop what we send meanwhile.
+                while let Some(t) = conn.session.poll_transmit(now) {
+                    let _ = conn.socket.send(&t.contents);
+                }
+                // A rekey's new key is used as soon as the session has it.
+                conn.refresh_data();
                 continue;
+            }
+            if conn.data.key(key_id).is_none() {
+                conn.refresh_data();
             }
             if let Some(key) = conn.data.key(key_id)
                 && let Ok(opened) = key.open(packet, Instant::now())

@@ -489,3 +489,80 @@ pub fn smoke(bed: &mut Bed, gateway_bin: &Path) -> Result<()> {
     drop(reflector);
     Ok(())
 }
+
+/// `rekey`: sessions under a paced load while both servers start a new data key every
+/// [`crate::bed::REKEY_SECS`] seconds: probes lost across the rekeys (none expected:
+/// the old key still opens what is in flight while the new one takes over).
+pub fn rekey(bed: &mut Bed, gateway_bin: &Path, size: Size, report: &mut Report) -> Result<()> {
+    let config = client_config(bed)?;
+    let reflector = start_reflector(bed)?;
+    let (sessions, seconds, rate) = if size.quick {
+        (8, 6, 4_000)
+    } else {
+        (64, 12, 10_000)
+    };
+    bed.rekey = true;
+    let mut results = Vec::new();
+    for server in Server::BOTH {
+        let pid = bed.start(server, gateway_bin)?;
+        let mut storm = storm(bed, &config, sessions)?;
+        let (sent, received, rekeys) = with_sessions(&mut storm.conns, sessions, |c| {
+            let out = loadgen::pump(
+                c,
+                reflector_addr(),
+                Load {
+                    packet: 512,
+                    rate: Some(rate),
+                    window: 4096,
+                    duration: Duration::from_secs(seconds),
+                    threads: 2,
+                    pin: true,
+                    calibrate: None,
+                },
+            )?;
+            let rekeys: u64 = out.conns.iter().map(loadgen::Conn::key_changes).sum();
+            Ok((out.conns, (out.sent, out.received, rekeys)))
+        })?;
+        drop(storm);
+        bed.lab.stop(pid)?;
+        results.push((sent, received, rekeys));
+    }
+    bed.rekey = false;
+    drop(reflector);
+    let label = format!(
+        "{sessions} sess, {rate} pps for {seconds} s, new key every {} s",
+        crate::bed::REKEY_SECS
+    );
+    let [
+        (ours_sent, ours_received, ours_rekeys),
+        (stock_sent, stock_received, stock_rekeys),
+    ] = [results[0], results[1]];
+    // Without completed rekeys the loss rows would prove nothing.
+    if ours_rekeys == 0 || stock_rekeys == 0 {
+        bail!(
+            "no session changed keys during the rekey run (ours {ours_rekeys}, stock {stock_rekeys})"
+        );
+    }
+    report.row(
+        "rekey",
+        format!("{label}: rekeys completed"),
+        "rekeys",
+        ours_rekeys as f64,
+        Some(stock_rekeys as f64),
+    );
+    report.row(
+        "rekey",
+        format!("{label}: probes sent"),
+        "probes",
+        ours_sent as f64,
+        Some(stock_sent as f64),
+    );
+    report.row(
+        "rekey",
+        format!("{label}: probes lost"),
+        "probes",
+        ours_sent.saturating_sub(ours_received) as f64,
+        Some(stock_sent.saturating_sub(stock_received) as f64),
+    );
+    Ok(())
+}
