@@ -2,8 +2,6 @@
 //! packet only. UDP needs no framing (one datagram carries exactly one packet), so UDP
 //! callers hand datagrams straight to the packet codecs and never use this module.
 
-#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
-
 /// Length of the frame header.
 pub const FRAME_HEADER_LEN: usize = 2;
 /// The largest packet a 2-byte length can describe.

@@ -79,6 +79,10 @@ impl DataChannelKeys {
     }
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "an 8-byte chunk of a 64-byte array: the first always exists"
+)]
 fn implicit_iv(hmac_key: &[u8; KEY_LEN]) -> [u8; IMPLICIT_IV_LEN] {
     let (chunks, _) = hmac_key.as_chunks::<IMPLICIT_IV_LEN>();
     chunks[0]
@@ -119,6 +123,10 @@ impl KeyBlock {
 
     /// Splits the block for `role`: the server encrypts with bytes 128..256 and decrypts
     /// with 0..128, the client the reverse.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "the 256-byte block is exactly four 64-byte chunks"
+    )]
     pub fn data_channel_keys(&self, role: Role) -> DataChannelKeys {
         let (slices, _) = self.bytes.as_chunks::<KEY_LEN>();
         let client_to_server = (slices[0], slices[1]);

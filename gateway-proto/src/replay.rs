@@ -2,8 +2,6 @@
 //! `n` ids plus a time limit on reordering), with a check-then-commit API, and the sender's
 //! packet-id counter with its renegotiation and exhaustion limits.
 
-#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -220,15 +220,15 @@ impl StaticKey {
     /// The key file text as `openvpn --genkey` lays it out: a comment header, the BEGIN
     /// line, 16 lines of 32 lowercase hex digits, the END line.
     pub fn to_file_text(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
+        use std::fmt::Write as _;
         let mut out = String::with_capacity(HEX_DIGITS + 160);
         out.push_str("#\n# 2048 bit OpenVPN static key\n#\n");
         out.push_str(BEGIN_MARKER);
         out.push('\n');
         for line in self.bytes.chunks(HEX_PER_LINE / 2) {
             for byte in line {
-                out.push(char::from(HEX[usize::from(byte >> 4)]));
-                out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{byte:02x}");
             }
             out.push('\n');
         }
@@ -247,6 +247,10 @@ impl StaticKey {
         self.slice(set.offset() + KEY_SLICE_LEN)
     }
 
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "offset is one of KeySet's constants, inside the 256-byte key"
+    )]
     fn slice(&self, offset: usize) -> &[u8; KEY_SLICE_LEN] {
         let (slices, _) = self.bytes.as_chunks::<KEY_SLICE_LEN>();
         &slices[offset / KEY_SLICE_LEN]
@@ -363,11 +367,13 @@ impl TlsCryptV2ServerKey {
         ctx.update(client_key.as_bytes());
         ctx.update(metadata);
         let tag = ctx.sign();
+        let mut body = Vec::with_capacity(total - WKC_TAG_LEN - WKC_LEN_FIELD);
+        body.extend_from_slice(client_key.as_bytes());
+        body.extend_from_slice(metadata);
+        self.apply_ctr(tag.as_ref(), &mut body)?;
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(tag.as_ref());
-        out.extend_from_slice(client_key.as_bytes());
-        out.extend_from_slice(metadata);
-        self.apply_ctr(tag.as_ref(), &mut out[WKC_TAG_LEN..]);
+        out.extend_from_slice(&body);
         out.extend_from_slice(&len_field);
         Ok(out)
     }
@@ -382,13 +388,15 @@ impl TlsCryptV2ServerKey {
             return Err(TlsCryptV2Error::TooLong { len });
         }
         let (tag, rest) = wkc.split_at(WKC_TAG_LEN);
-        let (ciphertext, len_field) = rest.split_at(rest.len() - WKC_LEN_FIELD);
-        let field = usize::from(u16::from_be_bytes([len_field[0], len_field[1]]));
+        let (ciphertext, len_field) = rest
+            .split_last_chunk::<WKC_LEN_FIELD>()
+            .ok_or(TlsCryptV2Error::TooShort { len })?;
+        let field = usize::from(u16::from_be_bytes(*len_field));
         if field != len {
             return Err(TlsCryptV2Error::LengthMismatch { field, actual: len });
         }
         let mut plaintext = ciphertext.to_vec();
-        self.apply_ctr(tag, &mut plaintext);
+        self.apply_ctr(tag, &mut plaintext)?;
         let mut ctx = hmac::Context::with_key(&self.hmac);
         ctx.update(len_field);
         ctx.update(&plaintext);
@@ -405,11 +413,12 @@ impl TlsCryptV2ServerKey {
         })
     }
 
-    fn apply_ctr(&self, tag: &[u8], data: &mut [u8]) {
-        let mut iv = [0u8; 16];
-        iv.copy_from_slice(&tag[..16]);
+    /// AES-256-CTR over `data` with the first 16 bytes of `tag` as the IV.
+    fn apply_ctr(&self, tag: &[u8], data: &mut [u8]) -> Result<(), TlsCryptV2Error> {
+        let iv = *tag.first_chunk::<16>().ok_or(TlsCryptV2Error::BadTag)?;
         let mut ctr = Aes256Ctr::new(&self.cipher.into(), &iv.into());
         ctr.apply_keystream(data);
+        Ok(())
     }
 }
 

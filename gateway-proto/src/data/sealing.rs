@@ -312,21 +312,30 @@ pub(crate) struct DataKeys {
     pub opening: OpeningKey,
 }
 
+/// The first `cipher.key_len()` bytes of a 64-byte cipher slot.
+fn cipher_key_of(cipher: Cipher, slot: &[u8; crate::keys::KEY_LEN]) -> Result<&[u8], DataKeyError> {
+    let expected = cipher.key_len();
+    slot.get(..expected).ok_or(DataKeyError::KeyLength {
+        cipher,
+        expected,
+        found: slot.len(),
+    })
+}
+
 impl DataKeys {
     /// Both directions from the keys of one role (`keys::KeyBlock::data_channel_keys`):
     /// each AEAD key is the first `cipher.key_len()` bytes of its 64-byte cipher slot,
     /// each implicit IV the first 8 bytes of the matching HMAC slot.
     pub fn new(cipher: Cipher, keys: &DataChannelKeys) -> Result<Self, DataKeyError> {
-        let len = cipher.key_len();
         Ok(Self {
             sealing: SealingKey::new(
                 cipher,
-                &keys.encrypt_cipher_key[..len],
+                cipher_key_of(cipher, &keys.encrypt_cipher_key)?,
                 &keys.encrypt_implicit_iv(),
             )?,
             opening: OpeningKey::new(
                 cipher,
-                &keys.decrypt_cipher_key[..len],
+                cipher_key_of(cipher, &keys.decrypt_cipher_key)?,
                 &keys.decrypt_implicit_iv(),
             )?,
         })

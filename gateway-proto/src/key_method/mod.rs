@@ -2,8 +2,6 @@
 //! the peer-info they carry (§7.3), and the comma-separated option lists used by the
 //! options string and by push messages.
 
-#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
-
 use std::fmt;
 
 mod options;

@@ -2,8 +2,6 @@
 //! (session id, ACK block, message id, payload) and the P_DATA_V1/V2 headers, as checked
 //! zero-copy views plus owned/borrowed `Repr` values with symmetric `parse`/`emit`.
 
-#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
-
 use core::fmt;
 
 mod control;

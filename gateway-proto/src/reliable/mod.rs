@@ -2,8 +2,6 @@
 //! TLS output into msg-id numbered packets, retransmits them until ACKed, and joins received
 //! payloads back into an in-order byte stream while queueing the ACKs to send.
 
-#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
-
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 
 use super::common_name::subject_common_name;
 use super::config::{ClientConfig, PUSH_REQUEST_INTERVAL};
-use super::core::{Life, RoleState, Session, random_fill, random_session_id};
+use super::core::{Life, RoleState, Session, key_slot, random_fill, random_session_id};
 use super::key_state::{KeyState, Phase};
 use super::{CloseReason, Established, Event};
 use crate::key_method::{
@@ -166,8 +166,8 @@ impl Session {
         index: usize,
         now: Instant,
     ) -> Result<(), CloseReason> {
-        if self.keys[index].phase == Phase::Negotiating {
-            let key = &mut self.keys[index];
+        if self.key_at(index)?.phase == Phase::Negotiating {
+            let key = key_slot(&mut self.keys, index)?;
             let parsed = ServerKeyMethod2::parse(&key.plaintext)
                 .map_err(|e| CloseReason::Protocol(format!("server key-method 2: {e}")))?;
             let Some(parsed) = parsed else {
@@ -195,7 +195,7 @@ impl Session {
             }
         }
         loop {
-            let key = &mut self.keys[index];
+            let key = self.key_at(index)?;
             let taken = take_message(&key.plaintext)
                 .map_err(|e| CloseReason::Protocol(format!("control message: {e}")))?;
             let Some((text, consumed)) = taken else {
@@ -263,7 +263,7 @@ impl Session {
         }
         self.keepalive = Keepalive::client(&push);
         self.activate_key(index, now)?;
-        let key_id = self.keys[index].key_id;
+        let key_id = self.key_at(index)?.key_id;
         self.send_key = Some(key_id);
         self.established = true;
         self.mark_alive(now);

@@ -204,7 +204,8 @@ impl Session {
         if let Some(stamp) = unwrapped.replay {
             self.rx_replay.check_timed(stamp.id, stamp.time, now)?;
         }
-        let packet = ControlPacket::new_checked(&buf[..unwrapped.len])?;
+        buf.truncate(unwrapped.len);
+        let packet = ControlPacket::new_checked(&buf[..])?;
         let repr = ControlRepr::parse(&packet);
         match self.peer_session_id {
             Some(peer) if peer != repr.session_id => return Err(DropReason::SessionId),
@@ -225,7 +226,11 @@ impl Session {
             Some(index) => index,
             None => self.accept_soft_reset(now, &repr)?,
         };
-        self.keys[index].reliable.on_packet(&repr, now)?;
+        self.keys
+            .get_mut(index)
+            .ok_or(DropReason::KeyId(repr.key_id))?
+            .reliable
+            .on_packet(&repr, now)?;
         if let Some(stamp) = unwrapped.replay {
             self.rx_replay.commit_timed(stamp.id, stamp.time, now)?;
         }
@@ -240,6 +245,12 @@ impl Session {
 
     pub(crate) fn key_index(&self, key_id: KeyId) -> Option<usize> {
         self.keys.iter().position(|k| k.key_id == key_id)
+    }
+
+    /// The key state at `index` (from [`Self::key_index`] or a walk of the keys); a slot
+    /// that is gone is an internal error, never a panic.
+    pub(crate) fn key_at(&mut self, index: usize) -> Result<&mut KeyState, CloseReason> {
+        key_slot(&mut self.keys, index)
     }
 
     /// Feeds TLS, runs the role's message handling and queues TLS output.
@@ -294,7 +305,7 @@ impl Session {
         let len = self
             .common
             .wrap
-            .wrap(&plain[..len], stamp, &mut wire)
+            .wrap(plain.get(..len)?, stamp, &mut wire)
             .ok()?;
         wire.truncate(len);
         Some(wire)
@@ -492,4 +503,10 @@ impl Session {
     fn role_handle_timeout(&mut self, now: Instant) {
         self.client_handle_timeout(now);
     }
+}
+
+/// `keys[index]`, borrowing only the key list; a slot that is gone is an internal error.
+pub(crate) fn key_slot(keys: &mut [KeyState], index: usize) -> Result<&mut KeyState, CloseReason> {
+    keys.get_mut(index)
+        .ok_or_else(|| CloseReason::Internal(format!("no key in slot {index}")))
 }

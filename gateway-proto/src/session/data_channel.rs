@@ -46,13 +46,14 @@ impl Session {
             DataHeader::V1 { key_id }
         };
         let index = self.key_index(key_id).ok_or(UsageError::NotEstablished)?;
-        let active = self.keys[index]
-            .active
-            .as_ref()
+        let active = self
+            .keys
+            .get(index)
+            .and_then(|k| k.active.as_ref())
             .ok_or(UsageError::NotEstablished)?;
         let overhead = header.buffer_len() + PACKET_ID_LEN + TAG_LEN;
-        let mut buf = vec![0u8; overhead + plaintext.len()];
-        buf[overhead..].copy_from_slice(plaintext);
+        let mut buf = vec![0u8; overhead];
+        buf.extend_from_slice(plaintext);
         // Crossing a limit needs no report here: the callers check renegotiation.
         let sealed = active.key.seal(header, &mut buf, plaintext.len())?;
         buf.truncate(sealed.len);
@@ -129,9 +130,10 @@ impl Session {
         }
         let key_id = header.key_id();
         let index = self.key_index(key_id).ok_or(DropReason::KeyId(key_id))?;
-        let active = self.keys[index]
-            .active
-            .as_ref()
+        let active = self
+            .keys
+            .get(index)
+            .and_then(|k| k.active.as_ref())
             .ok_or(DropReason::KeyId(key_id))?;
         let mut buf = datagram.to_vec();
         let opened = active.key.open(&mut buf, now)?;

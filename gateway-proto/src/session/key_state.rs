@@ -105,7 +105,8 @@ impl KeyState {
             if n == 0 {
                 break;
             }
-            self.incoming.extend_from_slice(&buf[..n]);
+            self.incoming
+                .extend_from_slice(buf.get(..n).unwrap_or(&buf));
         }
         while !self.incoming.is_empty() {
             let consumed = self.tls.read_tls(&mut &self.incoming[..]).unwrap_or(0);
@@ -123,7 +124,9 @@ impl KeyState {
             }
             match self.tls.reader().read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => self.plaintext.extend_from_slice(&buf[..n]),
+                Ok(n) => self
+                    .plaintext
+                    .extend_from_slice(buf.get(..n).unwrap_or(&buf)),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => return Err(rustls::Error::General(e.to_string())),
             }

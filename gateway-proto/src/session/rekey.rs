@@ -138,8 +138,12 @@ impl Session {
     /// Makes `key_id` the sending key; the previous one becomes a lame duck.
     pub(crate) fn promote(&mut self, key_id: KeyId, now: Instant) {
         let transition = self.common.transition_window;
-        if let Some(old) = self.send_key.and_then(|id| self.key_index(id)) {
-            self.keys[old].expires = Some(now + transition);
+        if let Some(old) = self
+            .send_key
+            .and_then(|id| self.key_index(id))
+            .and_then(|i| self.keys.get_mut(i))
+        {
+            old.expires = Some(now + transition);
         }
         self.send_key = Some(key_id);
         if let Some(material) = self.key_material(key_id) {

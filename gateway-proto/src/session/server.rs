@@ -115,7 +115,8 @@ impl Session {
             .wrap
             .unwrap(reset, &mut buf)
             .map_err(DropReason::from)?;
-        let packet = ControlPacket::new_checked(&buf[..unwrapped.len]).map_err(DropReason::from)?;
+        buf.truncate(unwrapped.len);
+        let packet = ControlPacket::new_checked(&buf[..]).map_err(DropReason::from)?;
         let repr = ControlRepr::parse(&packet);
         if repr.opcode != Opcode::ControlHardResetClientV2
             || repr.key_id != KeyId::ZERO
@@ -276,7 +277,7 @@ impl Session {
         let index = self
             .control_key_index()
             .ok_or_else(|| CloseReason::Internal("no key to send a control message on".into()))?;
-        self.keys[index].write_plaintext(message)
+        self.key_at(index)?.write_plaintext(message)
     }
 
     fn send_push_reply(&mut self) -> Result<(), CloseReason> {
@@ -301,8 +302,8 @@ impl Session {
         index: usize,
         now: Instant,
     ) -> Result<(), CloseReason> {
-        if self.keys[index].phase == Phase::Negotiating {
-            let key = &mut self.keys[index];
+        if self.key_at(index)?.phase == Phase::Negotiating {
+            let key = self.key_at(index)?;
             let parsed = ClientKeyMethod2::parse(&key.plaintext)
                 .map_err(|e| CloseReason::Protocol(format!("client key-method 2: {e}")))?;
             let Some(parsed) = parsed else {
@@ -312,7 +313,7 @@ impl Session {
             self.on_client_key_method(index, now, parsed.message)?;
         }
         loop {
-            let key = &mut self.keys[index];
+            let key = self.key_at(index)?;
             let taken = take_message(&key.plaintext)
                 .map_err(|e| CloseReason::Protocol(format!("control message: {e}")))?;
             let Some((text, consumed)) = taken else {
@@ -355,7 +356,8 @@ impl Session {
         now: Instant,
         message: ClientKeyMethod2,
     ) -> Result<(), CloseReason> {
-        let certificate = self.keys[index]
+        let certificate = self
+            .key_at(index)?
             .tls
             .peer_certificates()
             .and_then(|certs| certs.first())
@@ -379,7 +381,7 @@ impl Session {
         reply
             .emit(Framing::Stock, &mut out)
             .map_err(|e| CloseReason::Internal(e.to_string()))?;
-        let key = &mut self.keys[index];
+        let key = self.key_at(index)?;
         key.client_source = Some(Box::new(message.key_source.clone()));
         key.server_source = Some(Box::new(server_source));
         key.phase = Phase::Exchanged;

@@ -187,6 +187,26 @@ fn check_output(needed: usize, out: &[u8]) -> Result<(), WrapError> {
     Ok(())
 }
 
+/// `out[range]`, or the error naming how much was needed: never a panic.
+fn region(out: &mut [u8], range: std::ops::Range<usize>) -> Result<&mut [u8], WrapError> {
+    let available = out.len();
+    let needed = range.end;
+    out.get_mut(range)
+        .ok_or(WrapError::BufferTooSmall { needed, available })
+}
+
+/// Writes `pieces` one after another from the start of `out`; returns the bytes written.
+fn put(out: &mut [u8], pieces: &[&[u8]]) -> Result<usize, WrapError> {
+    let needed: usize = pieces.iter().map(|p| p.len()).sum();
+    check_output(needed, out)?;
+    let mut at = 0;
+    for piece in pieces {
+        region(out, at..at + piece.len())?.copy_from_slice(piece);
+        at += piece.len();
+    }
+    Ok(at)
+}
+
 fn check_packet(packet: &[u8]) -> Result<(), WrapError> {
     if packet.len() < HEADER_LEN {
         return Err(WrapError::PacketTooShort { len: packet.len() });
@@ -215,9 +235,7 @@ impl Wrap {
         match self {
             Wrap::None => {
                 check_packet(packet)?;
-                check_output(packet.len(), out)?;
-                out[..packet.len()].copy_from_slice(packet);
-                Ok(packet.len())
+                put(out, &[packet])
             }
             Wrap::TlsAuth(auth) => auth.wrap(packet, replay, out),
             Wrap::TlsCrypt(crypt) => crypt.wrap(packet, replay, out),
@@ -234,9 +252,7 @@ impl Wrap {
                         min: HEADER_LEN,
                     });
                 }
-                check_output(wire.len(), out)?;
-                out[..wire.len()].copy_from_slice(wire);
-                (wire.len(), None)
+                (put(out, &[wire])?, None)
             }
             Wrap::TlsAuth(auth) => {
                 let (len, replay) = auth.unwrap(wire, out)?;
@@ -254,6 +270,10 @@ impl Wrap {
 impl TlsAuth {
     /// Keys from a static key file: the HMAC slices chosen by `direction`, cut to the
     /// digest length.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "set-up from a key file, not network input: a digest is at most the 64-byte slice"
+    )]
     pub fn new(key: &StaticKey, direction: KeyDirection, digest: AuthDigest) -> Self {
         let sets = KeySets::tls_auth(direction);
         let hmac_key =
@@ -291,12 +311,7 @@ impl TlsAuth {
         let (header, body) = packet.split_at(HEADER_LEN);
         let replay = replay.to_bytes();
         let tag = Self::mac(&self.send, &replay, header, body);
-        let hmac_end = HEADER_LEN + self.digest.tag_len();
-        out[..HEADER_LEN].copy_from_slice(header);
-        out[HEADER_LEN..hmac_end].copy_from_slice(tag.as_ref());
-        out[hmac_end..hmac_end + REPLAY_LEN].copy_from_slice(&replay);
-        out[hmac_end + REPLAY_LEN..total].copy_from_slice(body);
-        Ok(total)
+        put(out, &[header, tag.as_ref(), &replay, body])
     }
 
     /// Verifies `wire` and writes `header | body` to `out`; returns length and stamp.
@@ -318,9 +333,7 @@ impl TlsAuth {
             return Err(WrapError::BadTag);
         }
         let stamp = ReplayStamp::from_wire(replay);
-        out[..HEADER_LEN].copy_from_slice(header);
-        out[HEADER_LEN..total].copy_from_slice(body);
-        Ok((total, stamp))
+        Ok((put(out, &[header, body])?, stamp))
     }
 }
 
@@ -355,10 +368,17 @@ impl TlsCrypt {
         ctx.sign()
     }
 
-    fn apply_ctr(key: &[u8; TLS_CRYPT_KEY_LEN], tag: &[u8], data: &mut [u8]) {
-        let mut iv = [0u8; TLS_CRYPT_IV_LEN];
-        iv.copy_from_slice(&tag[..TLS_CRYPT_IV_LEN]);
+    /// AES-256-CTR over `data` with the first 16 bytes of `tag` as the IV.
+    fn apply_ctr(
+        key: &[u8; TLS_CRYPT_KEY_LEN],
+        tag: &[u8],
+        data: &mut [u8],
+    ) -> Result<(), WrapError> {
+        let iv = *tag
+            .first_chunk::<TLS_CRYPT_IV_LEN>()
+            .ok_or(WrapError::BadTag)?;
         Aes256Ctr::new(key.into(), &iv.into()).apply_keystream(data);
+        Ok(())
     }
 
     /// Wraps `packet` into `out`: `header | replay | tag | AES-256-CTR(body)`; returns
@@ -376,13 +396,13 @@ impl TlsCrypt {
         let replay = replay.to_bytes();
         let tag = Self::tag(&self.send_hmac, header, &replay, body);
         let body_start = HEADER_LEN + Self::OVERHEAD;
-        out[..HEADER_LEN].copy_from_slice(header);
-        out[HEADER_LEN..HEADER_LEN + REPLAY_LEN].copy_from_slice(&replay);
-        out[HEADER_LEN + REPLAY_LEN..body_start].copy_from_slice(tag.as_ref());
-        let ciphertext = &mut out[body_start..total];
-        ciphertext.copy_from_slice(body);
-        Self::apply_ctr(&self.send_cipher, tag.as_ref(), ciphertext);
-        Ok(total)
+        let written = put(out, &[header, &replay, tag.as_ref(), body])?;
+        Self::apply_ctr(
+            &self.send_cipher,
+            tag.as_ref(),
+            region(out, body_start..written)?,
+        )?;
+        Ok(written)
     }
 
     /// Verifies and decrypts `wire`, writing `header | body` to `out`; returns length and
@@ -400,16 +420,16 @@ impl TlsCrypt {
         let (header, rest) = wire.split_at(HEADER_LEN);
         let (replay, rest) = rest.split_at(REPLAY_LEN);
         let (received, ciphertext) = rest.split_at(TLS_CRYPT_TAG_LEN);
-        let plaintext = &mut out[HEADER_LEN..total];
+        let plaintext = region(out, HEADER_LEN..total)?;
         plaintext.copy_from_slice(ciphertext);
-        Self::apply_ctr(&self.recv_cipher, received, plaintext);
+        Self::apply_ctr(&self.recv_cipher, received, plaintext)?;
         let expected = Self::tag(&self.recv_hmac, header, replay, plaintext);
         if !bool::from(expected.as_ref().ct_eq(received)) {
             plaintext.fill(0);
             return Err(WrapError::BadTag);
         }
         let stamp = ReplayStamp::from_wire(replay);
-        out[..HEADER_LEN].copy_from_slice(header);
+        region(out, 0..HEADER_LEN)?.copy_from_slice(header);
         Ok((total, stamp))
     }
 }
